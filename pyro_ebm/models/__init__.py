@@ -1,0 +1,9 @@
+"""Ready-made energies: PyroModules whose ``forward(x=None)`` is a Pyro model, each with an exact log Z."""
+
+from pyro_ebm.models.base import EnergyModule
+from pyro_ebm.models.gaussian import GaussianEnergy
+from pyro_ebm.models.ising import IsingModel, lattice_couplings
+from pyro_ebm.models.mlp import MLPEnergy
+from pyro_ebm.models.rbm import RBM
+
+__all__ = ["EnergyModule", "GaussianEnergy", "IsingModel", "MLPEnergy", "RBM", "lattice_couplings"]

@@ -1,0 +1,48 @@
+"""EnergyModule: the base class of the ready-made energies, a PyroModule whose ``forward`` is a Pyro model."""
+
+import itertools
+import re
+from collections import defaultdict
+
+import torch
+from pyro.nn import PyroModule
+
+_counters = defaultdict(itertools.count)
+
+
+def _default_name(cls):
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    return f"{snake}_{next(_counters[cls.__name__])}"
+
+
+class EnergyModule(PyroModule):
+    """
+    Base class of :mod:`ebm.models <pyro_ebm.models>`: a :class:`~pyro.nn.PyroModule` whose
+    ``forward(x=None)`` is a Pyro model that observes ``x`` at one data site and adds its energy with
+    :func:`~pyro_ebm.factor`. It can be passed anywhere pyro_ebm takes a model.
+
+    Each instance gets a unique name (``rbm_0``, ``rbm_1``, ...) so its parameters have their own entries
+    in Pyro's param store: two top-level PyroModules with the default empty name would share them.
+
+    :param event_shape: shape of one example.
+    :param str name: name in Pyro's param store (default: class name and a counter).
+    """
+
+    def __init__(self, event_shape, name=None):
+        super().__init__(name=name or _default_name(type(self)))
+        self.event_shape = torch.Size(event_shape)
+
+    def _param_like(self):
+        """A parameter of this module, for the dtype and device of tensors the model creates."""
+        return next(self.parameters())
+
+    def _check_x(self, x):
+        """Check that ``x`` is a tensor of shape ``(..., *event_shape)``."""
+        k = len(self.event_shape)
+        if not torch.is_tensor(x) or x.dim() < k or x.shape[x.dim() - k :] != self.event_shape:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(
+                f"{type(self).__name__} expects a tensor of shape (batch, {', '.join(map(str, self.event_shape))}); "
+                f"got {shape}"
+            )
+        return x

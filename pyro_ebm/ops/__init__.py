@@ -1,0 +1,18 @@
+"""Pure tensor math used across pyro_ebm: exact enumeration and quadrature of partition functions."""
+
+from pyro_ebm.ops.enumeration import (
+    MAX_ENUMERATION_SITES,
+    configurations,
+    log_partition_by_enumeration,
+    num_configurations,
+)
+from pyro_ebm.ops.quadrature import grid, log_partition_by_quadrature
+
+__all__ = [
+    "MAX_ENUMERATION_SITES",
+    "configurations",
+    "grid",
+    "log_partition_by_enumeration",
+    "log_partition_by_quadrature",
+    "num_configurations",
+]
