@@ -11,6 +11,7 @@ from opt_einsum import shared_intermediates
 from pyro import poutine
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import scale_and_mask, sum_rightmost
+from pyro.distributions.util import validation_enabled as dist_validation_enabled
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.packed import unpack
 from pyro.poutine.indep_messenger import IndepMessenger
@@ -270,6 +271,8 @@ class EnergyModel:
             dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), x.dtype)
             x = x.to(dtype)
         if self._structure is None:
+            if x.numel() == 0:
+                raise ValueError(f"cannot learn the model's structure from an empty batch of shape {tuple(x.shape)}")
             self._discover(x)
         s = self._structure
         k = len(s.event_shape)
@@ -282,23 +285,9 @@ class EnergyModel:
         batch_shape = x.shape[: x.dim() - k]
         if len(batch_shape) != 1:
             x = x.reshape((-1,) + s.event_shape)
-        if validate:
-            self._check_support(x)
+        if validate and x.shape[0]:
+            _check_support(x, self._structure.support, self._structure.data_site)
         return x, batch_shape
-
-    def _check_support(self, x):
-        s = self._structure
-        bad = ~s.support.check(x).reshape(x.shape[0], -1).all(-1)
-        if not s.support.is_discrete:
-            bad = bad | ~torch.isfinite(x).reshape(x.shape[0], -1).all(-1)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            row = x[i].reshape(-1).tolist()
-            shown = ", ".join(f"{v:g}" for v in row[:8]) + (", ..." if len(row) > 8 else "")
-            raise ValueError(
-                f"x is outside the support {s.support} of data site {s.data_site!r} in {int(bad.sum())} of "
-                f"{x.shape[0]} rows; first bad row x[{i}] = [{shown}]"
-            )
 
     def _call(self, x):
         return self.model(x) if self._pass_data else self.model()
@@ -322,7 +311,7 @@ class EnergyModel:
         B = x.shape[0]
         acc = _LogDensityMessenger(s.data_site, validate, s.max_plate_nesting)
         with ExitStack() as stack:
-            stack.enter_context(pyro.validation_enabled(validate))
+            _enter_validation(stack, validate)
             stack.enter_context(acc)
             if s.own_plate is None:
                 # NB: outside validation a dim-allocating frame stands in for the plate: it moves inner plates
@@ -339,7 +328,8 @@ class EnergyModel:
         s = self._structure
         B = x.shape[0]
         batch_plate = s.own_plate or BATCH_PLATE
-        with pyro.validation_enabled(validate), poutine.block(hide_types=["sample"]):
+        with ExitStack() as stack, poutine.block(hide_types=["sample"]):
+            _enter_validation(stack, validate)
             with poutine.trace() as tracer:
                 with poutine.enum(first_available_dim=-s.max_plate_nesting - 1):
                     with poutine.infer_config(config_fn=_enumerate_sites(s.enum_sites)):
@@ -361,7 +351,8 @@ class EnergyModel:
             ordinal = frozenset(tr.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
             log_factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
         sum_dims = set(tr.symbol_to_dim) - set(tr.plate_to_symbol.values())
-        target = frozenset([tr.plate_to_symbol[batch_plate]])
+        # NB: packing drops size-1 dims, so a batch of one is contracted like a product over a plate of size 1.
+        target = frozenset([tr.plate_to_symbol[batch_plate]]) if B > 1 else frozenset()
         with shared_intermediates() as cache:
             term = contract_to_tensor(log_factors, sum_dims, target_ordinal=target, cache=cache)
         lp = unpack(term, tr.symbol_to_dim)
@@ -372,7 +363,9 @@ class EnergyModel:
     def _discover(self, x):
         """Learn the structure from a first batch ``x`` of shape ``(batch, *event_shape)``."""
         x = x.detach()
-        with torch.no_grad(), pyro.validation_enabled(True):
+        # NB: the first run only finds the data site, without validation: x's support can only be checked
+        # once the data site is known. The second run, inside the batch plate, validates every site.
+        with torch.no_grad(), pyro.validation_enabled(False):
             tr = _trace(self._conditioned(x), x)
             name = self._find_data_site(tr, x)
             site = tr.nodes[name]
@@ -384,12 +377,19 @@ class EnergyModel:
                     f"(batch, {', '.join(map(str, fn.event_shape))}); got {tuple(x.shape)}. Per-example "
                     "dimensions must be event dimensions of the data site (use .to_event())"
                 )
-            if x.dim() > k + 1:  # learn on a flat batch
-                return self._discover(x.reshape((-1,) + fn.event_shape))
+            if x.dim() > k + 1:
+                raise ValueError(
+                    f"data site {name!r} has event shape {tuple(fn.event_shape)}, but the first batch x has shape "
+                    f"{tuple(x.shape)}: pass a flat batch of shape (batch, {', '.join(map(str, fn.event_shape))}) "
+                    "first, or declare per-example dimensions as event dimensions (use .to_event())"
+                )
+            _check_support(x, fn.support, name)
             own_plate = self._find_own_plate(site, x.shape[0])
             enum_sites = _latent_sites(tr, name)
             partial = _Structure(name, fn.event_shape, fn.support, own_plate, enum_sites, False, 0)
-            # Run once more with the batch plate in place to find all plate dims.
+        # Run once more with the batch plate in place, validated, to find all plate dims.
+        with torch.no_grad(), ExitStack() as stack:
+            _enter_validation(stack, True)
             wrapped = _trace(self._conditioned(x), x, batch_plate=own_plate is None)
         dims = {f.dim for site in _sample_sites(wrapped) for f in site["cond_indep_stack"] if f.vectorized}
         needed = max([1] + [-d for d in dims])
@@ -406,9 +406,13 @@ class EnergyModel:
 
     def _discover_without_data(self):
         """Learn the structure by running the model with no data, its data site sampled from the base."""
+        # NB: first inside a batch plate of size 1, as models written for batches expect; then without it.
         try:
-            with torch.no_grad(), pyro.validation_enabled(True):
-                tr = _trace(self.model, None, pass_data=False)
+            with torch.no_grad(), pyro.validation_enabled(False):
+                try:
+                    tr = _trace(self.model, torch.zeros(1), batch_plate=True, pass_data=False)
+                except Exception:
+                    tr = _trace(self.model, None, pass_data=False)
         except Exception as e:
             raise ValueError(
                 f"could not run the model without data to learn its event shape ({type(e).__name__}: {e}); "
@@ -582,6 +586,33 @@ def _accepts_positional_argument(fn):
     except (TypeError, ValueError):
         return True
     return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+def _check_support(x, support, data_site):
+    """Raise a ValueError naming the first row of the flat batch ``x`` outside ``support``."""
+    bad = ~support.check(x).reshape(x.shape[0], -1).all(-1)
+    if not support.is_discrete:
+        bad = bad | ~torch.isfinite(x).reshape(x.shape[0], -1).all(-1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        row = x[i].reshape(-1).tolist()
+        shown = ", ".join(f"{v:g}" for v in row[:8]) + (", ..." if len(row) > 8 else "")
+        raise ValueError(
+            f"x is outside the support {support} of data site {data_site!r} in {int(bad.sum())} of "
+            f"{x.shape[0]} rows; first bad row x[{i}] = [{shown}]"
+        )
+
+
+def _enter_validation(stack, validate):
+    """
+    Pyro's validation flags for one model run. Under ``validate`` Pyro's shape checks and
+    :func:`~pyro_ebm.factor`'s checks are on, but distribution argument checks are off: pyro_ebm checks each
+    site's log-prob itself, and its message names the site (a NaN energy in ``pyro.factor`` otherwise fails
+    inside ``dist.Unit`` without saying which factor).
+    """
+    stack.enter_context(pyro.validation_enabled(validate))
+    if validate:
+        stack.enter_context(dist_validation_enabled(False))
 
 
 def _run_model(fn, x, validate):

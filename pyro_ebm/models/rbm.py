@@ -76,34 +76,40 @@ class RBM(EnergyModule):
         factor("free_energy", self.free_energy(v))
         return v
 
-    def log_partition(self, *, chunk_size=2**14):
+    def log_partition(self, *, layer="smaller", chunk_size=2**14):
         r"""
-        Exact :math:`\log Z = \log \sum_{v,h} e^{-E(v,h)}`, enumerating the smaller layer in chunks
-        (at most 2**24 states: up to 24 units in the smaller layer).
+        Exact :math:`\log Z = \log \sum_{v,h} e^{-E(v,h)}`, summing one layer out analytically and
+        enumerating the other in chunks (at most 2**24 states: up to 24 units in the enumerated layer).
 
-        With :math:`H \le V`: :math:`\log Z = \operatorname{logsumexp}_h [c^\top h + \sum_i
-        \operatorname{softplus}(b_i + (W^\top h)_i)]`; otherwise the free energy is enumerated over :math:`v`.
+        Enumerating :math:`h`: :math:`\log Z = \operatorname{logsumexp}_h [c^\top h + \sum_i
+        \operatorname{softplus}(b_i + (W^\top h)_i)]`; enumerating :math:`v`:
+        :math:`\log Z = \operatorname{logsumexp}_v [-F(v)]`.
+
+        :param str layer: ``"smaller"`` (default), ``"hidden"`` or ``"visible"``: the layer to enumerate.
+        :param int chunk_size: states per chunk.
         """
-        n = min(self.num_visible, self.num_hidden)
+        if layer == "smaller":
+            layer = "hidden" if self.num_hidden <= self.num_visible else "visible"
+        if layer not in ("hidden", "visible"):
+            raise ValueError(f"layer must be 'smaller', 'hidden' or 'visible', got {layer!r}")
+        n = self.num_hidden if layer == "hidden" else self.num_visible
         if n > MAX_ENUMERATION_SITES:
             raise ValueError(
-                f"exact log Z enumerates the smaller layer, which has {n} units here; at most "
+                f"exact log Z enumerates the {layer} layer, which has {n} units here; at most "
                 f"{MAX_ENUMERATION_SITES} are supported. Estimate log Z with ebm.infer.AIS instead"
             )
         w = self.weight
-        if self.num_hidden <= self.num_visible:
+        if layer == "hidden":
 
             def log_marginal(h):  # log sum_v exp(-E(v, h))
                 return h @ self.hidden_bias + F.softplus(h @ w + self.visible_bias).sum(-1)
 
-            shape = (self.num_hidden,)
         else:
 
-            def log_marginal(v):
+            def log_marginal(v):  # log sum_h exp(-E(v, h))
                 return -self.free_energy(v)
 
-            shape = (self.num_visible,)
-        return log_partition_by_enumeration(log_marginal, shape, chunk_size=chunk_size, dtype=w.dtype, device=w.device)
+        return log_partition_by_enumeration(log_marginal, (n,), chunk_size=chunk_size, dtype=w.dtype, device=w.device)
 
 
 def _init(name, value, shape, default):
