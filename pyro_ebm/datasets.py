@@ -132,14 +132,18 @@ class TwoMoons(ToyDensity):
     """
     Two interleaved half circles (as scikit-learn's ``make_moons``): a point is uniform in angle on one of
     two unit half circles, plus isotropic Gaussian noise of scale ``noise``. The density is the noise
-    kernel averaged along the arcs, which has no closed form: ``log_prob`` integrates it numerically with
-    ``num_nodes`` nodes per arc (error far below 1e-6 for noise >= 0.05).
+    kernel averaged along the arcs, which has no closed form: ``log_prob`` integrates it by Gauss-Legendre
+    quadrature in the arc angle with ``num_nodes`` nodes per arc (default ``max(64, 40 / noise)``; the
+    integrand is analytic, so the error falls off exponentially and is below 1e-10 at the default).
     """
 
     name = "two_moons"
 
-    def __init__(self, noise=0.1, num_nodes=4096):
-        self.noise, self.num_nodes = float(noise), int(num_nodes)
+    def __init__(self, noise=0.1, num_nodes=None):
+        if noise <= 0:
+            raise ValueError(f"noise must be positive, got {noise}")
+        self.noise = float(noise)
+        self.num_nodes = int(num_nodes or max(64, math.ceil(40 / self.noise)))
 
     @staticmethod
     def _arcs(t):
@@ -154,13 +158,19 @@ class TwoMoons(ToyDensity):
         points = torch.where(which.unsqueeze(-1), upper, lower)
         return points + self.noise * torch.randn(n, 2, generator=g, dtype=torch.float64)
 
-    def _log_prob(self, x):
-        # Midpoint rule in the arc angle: the integrand is smooth, so the error falls off quickly.
-        t = math.pi * (torch.arange(self.num_nodes, dtype=x.dtype, device=x.device) + 0.5) / self.num_nodes
-        nodes = torch.cat(self._arcs(t), 0)  # (2 * num_nodes, 2), each arc weighted 1 / (2 num_nodes)
-        sq = ((x.unsqueeze(-2) - nodes) ** 2).sum(-1) / self.noise**2
-        log_kernel = -0.5 * sq - math.log(2 * math.pi * self.noise**2)
-        return torch.logsumexp(log_kernel, -1) - math.log(2 * self.num_nodes)
+    def _log_prob(self, x, chunk_size=4096):
+        from numpy.polynomial.legendre import leggauss
+
+        u, w = (torch.as_tensor(a, dtype=x.dtype, device=x.device) for a in leggauss(self.num_nodes))
+        t = 0.5 * math.pi * (u + 1)  # nodes on [0, pi]; weights w / 2 average over the arc
+        nodes = torch.cat(self._arcs(t), 0)  # (2 * num_nodes, 2)
+        log_w = torch.cat([w, w]).log() - math.log(4)  # each arc has weight 1/2
+        flat = x.reshape(-1, 2)
+        out = []
+        for chunk in flat.split(chunk_size):
+            sq = ((chunk.unsqueeze(-2) - nodes) ** 2).sum(-1) / self.noise**2
+            out.append(torch.logsumexp(log_w - 0.5 * sq, -1))
+        return torch.cat(out).reshape(x.shape[:-1]) - math.log(2 * math.pi * self.noise**2)
 
 
 class Checkerboard(ToyDensity):
