@@ -11,7 +11,6 @@ from opt_einsum import shared_intermediates
 from pyro import poutine
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import scale_and_mask, sum_rightmost
-from pyro.distributions.util import validation_enabled as dist_validation_enabled
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.packed import unpack
 from pyro.poutine.indep_messenger import IndepMessenger
@@ -203,7 +202,8 @@ class EnergyModel:
         x, batch_shape = self._prepare(x, validate)
         if x.shape[0] == 0:
             return x.new_zeros(batch_shape)
-        return self._log_density(x, validate).reshape(batch_shape)
+        lp = self._log_density(x, validate)
+        return lp if len(batch_shape) == 1 else lp.reshape(batch_shape)
 
     def energy(self, x, *, validate=True):
         """Energy :math:`E(x) = -\\log \\tilde p(x)` of each example; see :meth:`log_density`."""
@@ -311,7 +311,7 @@ class EnergyModel:
         B = x.shape[0]
         acc = _LogDensityMessenger(s.data_site, validate, s.max_plate_nesting)
         with ExitStack() as stack:
-            _enter_validation(stack, validate)
+            stack.enter_context(_Validation(validate))
             stack.enter_context(acc)
             if s.own_plate is None:
                 # NB: outside validation a dim-allocating frame stands in for the plate: it moves inner plates
@@ -328,8 +328,7 @@ class EnergyModel:
         s = self._structure
         B = x.shape[0]
         batch_plate = s.own_plate or BATCH_PLATE
-        with ExitStack() as stack, poutine.block(hide_types=["sample"]):
-            _enter_validation(stack, validate)
+        with _Validation(validate), poutine.block(hide_types=["sample"]):
             with poutine.trace() as tracer:
                 with poutine.enum(first_available_dim=-s.max_plate_nesting - 1):
                     with poutine.infer_config(config_fn=_enumerate_sites(s.enum_sites)):
@@ -388,8 +387,7 @@ class EnergyModel:
             enum_sites = _latent_sites(tr, name)
             partial = _Structure(name, fn.event_shape, fn.support, own_plate, enum_sites, False, 0)
         # Run once more with the batch plate in place, validated, to find all plate dims.
-        with torch.no_grad(), ExitStack() as stack:
-            _enter_validation(stack, True)
+        with torch.no_grad(), _Validation(True):
             wrapped = _trace(self._conditioned(x), x, batch_plate=own_plate is None)
         dims = {f.dim for site in _sample_sites(wrapped) for f in site["cond_indep_stack"] if f.vectorized}
         needed = max([1] + [-d for d in dims])
@@ -603,16 +601,36 @@ def _check_support(x, support, data_site):
         )
 
 
-def _enter_validation(stack, validate):
+class _Validation:
     """
     Pyro's validation flags for one model run. Under ``validate`` Pyro's shape checks and
     :func:`~pyro_ebm.factor`'s checks are on, but distribution argument checks are off: pyro_ebm checks each
     site's log-prob itself, and its message names the site (a NaN energy in ``pyro.factor`` otherwise fails
-    inside ``dist.Unit`` without saying which factor).
+    inside ``dist.Unit`` without saying which factor). Without ``validate`` everything is off.
+
+    NB: a plain class rather than ``pyro.validation_enabled``: this runs on every sampler step.
     """
-    stack.enter_context(pyro.validation_enabled(validate))
-    if validate:
-        stack.enter_context(dist_validation_enabled(False))
+
+    def __init__(self, validate):
+        self.validate = validate
+
+    def __enter__(self):
+        self.saved = (
+            pyro.distributions.is_validation_enabled(),
+            pyro.infer.util.is_validation_enabled(),
+            poutine.util.is_validation_enabled(),
+        )
+        if self.saved != (False, self.validate, self.validate):
+            pyro.distributions.enable_validation(False)
+            pyro.infer.util.enable_validation(self.validate)
+            poutine.util.enable_validation(self.validate)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved != (False, self.validate, self.validate):
+            pyro.distributions.enable_validation(self.saved[0])
+            pyro.infer.util.enable_validation(self.saved[1])
+            poutine.util.enable_validation(self.saved[2])
 
 
 def _run_model(fn, x, validate):

@@ -31,10 +31,9 @@ class EnergyModule(PyroModule):
     def __init__(self, event_shape, name=None):
         super().__init__(name=name or _default_name(type(self)))
         self.event_shape = torch.Size(event_shape)
-
-    def _param_like(self):
-        """A parameter of this module, for the dtype and device of tensors the model creates."""
-        return next(self.parameters())
+        # NB: a scalar zero that follows .to() / .double() / .cuda(): the dtype and device of tensors the model
+        # creates, found without walking the parameters (PyroModule attribute access is slow).
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def _check_x(self, x):
         """Check that ``x`` is a tensor of shape ``(..., *event_shape)``."""

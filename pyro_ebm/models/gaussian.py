@@ -55,8 +55,8 @@ class GaussianEnergy(EnergyModule):
         return 0.5 * ((diff @ self.precision) * diff).sum(-1)
 
     def forward(self, x=None):
-        loc = self.loc
-        x = pyro.sample("x", lebesgue_measure(self.event_shape, dtype=loc.dtype, device=loc.device), obs=x)
+        z = self._zero
+        x = pyro.sample("x", lebesgue_measure(self.event_shape, dtype=z.dtype, device=z.device), obs=x)
         if x is not None:
             self._check_x(x)
         factor("energy", self.energy(x))

@@ -82,8 +82,8 @@ class IsingModel(EnergyModule):
         return Spin(self.local_fields(s))
 
     def forward(self, s=None):
-        h = self.fields
-        s = pyro.sample("s", counting_measure(self.event_shape, "spin", dtype=h.dtype, device=h.device), obs=s)
+        z = self._zero
+        s = pyro.sample("s", counting_measure(self.event_shape, "spin", dtype=z.dtype, device=z.device), obs=s)
         if s is not None:
             self._check_x(s)
         factor("energy", self.energy(s))

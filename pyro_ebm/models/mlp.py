@@ -47,8 +47,7 @@ class MLPEnergy(EnergyModule):
         self.net = net
 
     def forward(self, x=None):
-        p = self._param_like()
-        base = Normal(torch.zeros((), dtype=p.dtype, device=p.device), self.base_scale)
+        base = Normal(self._zero, self.base_scale)
         x = pyro.sample("x", base.expand(self.event_shape).to_event(1), obs=x)
         if x is not None:
             self._check_x(x)
@@ -72,7 +71,7 @@ class MLPEnergy(EnergyModule):
                 "estimate log Z with ebm.infer.AIS instead"
             )
         num_points = num_points or (2**16 if self.dim == 1 else 1024)
-        p = self._param_like()
+        p = self._zero
         r = half_width * self.base_scale
         log_norm = -0.5 * self.dim * math.log(2 * math.pi * self.base_scale**2)
 

@@ -69,8 +69,8 @@ class RBM(EnergyModule):
         return Bernoulli(logits=beta * (h @ self.weight + self.visible_bias)).to_event(1)
 
     def forward(self, v=None):
-        b = self.visible_bias
-        v = pyro.sample("v", counting_measure(self.event_shape, "binary", dtype=b.dtype, device=b.device), obs=v)
+        z = self._zero
+        v = pyro.sample("v", counting_measure(self.event_shape, "binary", dtype=z.dtype, device=z.device), obs=v)
         if v is not None:
             self._check_x(v)
         factor("free_energy", self.free_energy(v))
