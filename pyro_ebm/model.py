@@ -268,8 +268,7 @@ class EnergyModel:
             x = x.to(torch.get_default_dtype())
         if isinstance(self.model, torch.nn.Module):
             # NB: a module's data are cast to its parameters' dtype (float64 arrays from numpy are common).
-            dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), x.dtype)
-            x = x.to(dtype)
+            x = x.to(_module_dtype(self.model, x.dtype))
         if self._structure is None:
             if x.numel() == 0:
                 raise ValueError(f"cannot learn the model's structure from an empty batch of shape {tuple(x.shape)}")
@@ -340,7 +339,7 @@ class EnergyModel:
         tr.compute_log_prob(site_filter=lambda name, site: not _is_ignored(site))
         log_factors = OrderedDict()
         tr.pack_tensors()
-        for name, site in tr.nodes.items():
+        for site in tr.nodes.values():
             if site["type"] != "sample" or _is_ignored(site):
                 continue
             if validate:
@@ -576,6 +575,14 @@ class _OneExample(TorchDistribution):
     def log_prob(self, value):
         k = len(self.event_shape)
         return self.base_dist.log_prob(value.unsqueeze(value.dim() - k)).squeeze(-1)
+
+
+def _module_dtype(module, default):
+    """The floating dtype of a module's parameters (an ``ebm.models`` module's dtype anchor when it has one)."""
+    zero = module._buffers.get("_zero")
+    if zero is not None:
+        return zero.dtype
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)
 
 
 def _accepts_positional_argument(fn):

@@ -4,6 +4,7 @@ import itertools
 import re
 from collections import defaultdict
 
+import pyro
 import torch
 from pyro.nn import PyroModule
 
@@ -34,6 +35,12 @@ class EnergyModule(PyroModule):
         # NB: a scalar zero that follows .to() / .double() / .cuda(): the dtype and device of tensors the model
         # creates, found without walking the parameters (PyroModule attribute access is slow).
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    def _sample_data(self, name, base, x):
+        """The data site ``pyro.sample(name, base, obs=x)``, after checking the shape of ``x`` when given."""
+        if x is not None:
+            self._check_x(x)
+        return pyro.sample(name, base, obs=x)
 
     def _check_x(self, x):
         """Check that ``x`` is a tensor of shape ``(..., *event_shape)``."""

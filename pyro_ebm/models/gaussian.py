@@ -2,7 +2,6 @@
 
 import math
 
-import pyro
 import torch
 from pyro.distributions import MultivariateNormal, constraints
 from pyro.nn import PyroParam
@@ -56,9 +55,7 @@ class GaussianEnergy(EnergyModule):
 
     def forward(self, x=None):
         z = self._zero
-        x = pyro.sample("x", lebesgue_measure(self.event_shape, dtype=z.dtype, device=z.device), obs=x)
-        if x is not None:
-            self._check_x(x)
+        x = self._sample_data("x", lebesgue_measure(self.event_shape, dtype=z.dtype, device=z.device), x)
         factor("energy", self.energy(x))
         return x
 

@@ -1,6 +1,5 @@
 """IsingModel: pairwise spin models on {-1, +1}^n (Boltzmann machines), with an exact log Z for small sizes."""
 
-import pyro
 import torch
 
 from pyro_ebm.distributions import Spin, counting_measure
@@ -83,9 +82,7 @@ class IsingModel(EnergyModule):
 
     def forward(self, s=None):
         z = self._zero
-        s = pyro.sample("s", counting_measure(self.event_shape, "spin", dtype=z.dtype, device=z.device), obs=s)
-        if s is not None:
-            self._check_x(s)
+        s = self._sample_data("s", counting_measure(self.event_shape, "spin", dtype=z.dtype, device=z.device), s)
         factor("energy", self.energy(s))
         return s
 

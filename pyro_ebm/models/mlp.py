@@ -2,7 +2,6 @@
 
 import math
 
-import pyro
 import torch
 from pyro.distributions import Normal
 from pyro.nn.module import to_pyro_module_
@@ -48,9 +47,7 @@ class MLPEnergy(EnergyModule):
 
     def forward(self, x=None):
         base = Normal(self._zero, self.base_scale)
-        x = pyro.sample("x", base.expand(self.event_shape).to_event(1), obs=x)
-        if x is not None:
-            self._check_x(x)
+        x = self._sample_data("x", base.expand(self.event_shape).to_event(1), x)
         factor("energy", self.net(x).squeeze(-1))
         return x
 

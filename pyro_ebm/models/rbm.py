@@ -1,6 +1,5 @@
 """RBM: the Bernoulli-Bernoulli restricted Boltzmann machine, with an exact log partition function for small layers."""
 
-import pyro
 import torch
 import torch.nn.functional as F
 from pyro.distributions import Bernoulli
@@ -70,9 +69,7 @@ class RBM(EnergyModule):
 
     def forward(self, v=None):
         z = self._zero
-        v = pyro.sample("v", counting_measure(self.event_shape, "binary", dtype=z.dtype, device=z.device), obs=v)
-        if v is not None:
-            self._check_x(v)
+        v = self._sample_data("v", counting_measure(self.event_shape, "binary", dtype=z.dtype, device=z.device), v)
         factor("free_energy", self.free_energy(v))
         return v
 
