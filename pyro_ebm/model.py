@@ -418,16 +418,19 @@ class EnergyModel:
         candidates = [s for s in _sample_sites(tr) if not s["is_observed"]]
         if self._data_site is not None:
             candidates = [s for s in candidates if s["name"] == self._data_site]
+        errors = []
         for site in candidates:
             value = site["value"].reshape((-1,) + site["fn"].event_shape)[:1]
             try:
                 self._discover(value)
-            except (ValueError, NotImplementedError):
-                self._structure = None
+            except (ValueError, NotImplementedError) as e:
+                errors.append(e)
                 continue
             if self._structure.data_site == site["name"]:
                 return
             self._structure = None
+        if errors:  # an unsupported feature says the most; else the first candidate is the likely data site
+            raise next((e for e in errors if isinstance(e, NotImplementedError)), errors[0])
         raise ValueError(
             "could not find the model's data site by running it without data; evaluate it on a batch of "
             "data first (e.g. model.log_density(data)) or pass data_site="

@@ -370,6 +370,27 @@ def test_continuous_latent_site_not_supported():
         ebm.EnergyModel(model).log_density(torch.randn(3, 2))
 
 
+def test_continuous_latent_site_reported_when_learning_without_data():
+    def model(x=None):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0).expand([2]).to_event(1), obs=x)
+
+    with pytest.raises(NotImplementedError, match="latent site 'z'"):
+        ebm.EnergyModel(model).event_shape
+
+
+def test_deterministic_sites_carry_no_density(float64):
+    def model(x=None):
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1), obs=x)
+        r = pyro.deterministic("radius", x.norm(dim=-1))
+        ebm.factor("e", r)
+
+    x = torch.randn(4, 2)
+    expected = dist.Normal(0.0, 1.0).log_prob(x).sum(-1) - x.norm(dim=-1)
+    for validate in (True, False):
+        assert torch.allclose(ebm.EnergyModel(model).log_density(x, validate=validate), expected)
+
+
 def test_latent_site_with_infinite_discrete_support_not_supported():
     def model(x=None):
         n = pyro.sample("n", dist.Poisson(3.0))
