@@ -404,8 +404,9 @@ class EnergyModel:
     def _discover_without_data(self):
         """Learn the structure by running the model with no data, its data site sampled from the base."""
         # NB: first inside a batch plate of size 1, as models written for batches expect; then without it.
+        # The draw happens on a forked random state, so learning the structure leaves the user's stream as it was.
         try:
-            with torch.no_grad(), pyro.validation_enabled(False):
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
                 try:
                     tr = _trace(self.model, torch.zeros(1), batch_plate=True, pass_data=False)
                 except Exception:

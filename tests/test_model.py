@@ -459,3 +459,21 @@ def test_empty_batch():
         m.log_density(torch.zeros(0, 2))
     m.log_density(torch.zeros(1, 2))
     assert m.log_density(torch.zeros(0, 2)).shape == (0,)
+
+
+def test_module_data_follow_the_module_dtype():
+    rbm = ebm.models.RBM(4, 3).double()
+    m = ebm.EnergyModel(rbm)
+    v = torch.tensor([[0.0, 1.0, 1.0, 0.0]])  # float32 data, float64 module
+    lp = m.log_density(v)
+    assert lp.dtype == torch.float64
+    assert torch.allclose(lp, -rbm.free_energy(v.double()))
+
+
+def test_same_seed_same_base_samples():
+    m = ebm.EnergyModel(ebm.models.IsingModel(5))
+    pyro.set_rng_seed(7)
+    a = m.base.sample((10,))
+    pyro.set_rng_seed(7)
+    b = m.base.sample((10,))
+    assert torch.equal(a, b) and set(a.unique().tolist()) == {-1.0, 1.0}
