@@ -221,8 +221,10 @@ class EnergyModel:
 
     def log_density_and_score(self, x, *, validate=True, create_graph=False):
         """:meth:`log_density` and :meth:`score` from one evaluation, as gradient-based samplers need."""
-        self._require_continuous("the score")
         x, batch_shape = self._prepare(x, validate)
+        self._require_continuous("the score")
+        if x.shape[0] == 0:
+            return x.new_zeros(batch_shape), x.reshape(batch_shape + x.shape[1:])
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             lp = self._log_density(x, validate)

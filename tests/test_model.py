@@ -120,6 +120,13 @@ def test_score_matches_analytic_gaussian_score(float64):
     assert torch.allclose(score, -(x - loc) @ precision, atol=1e-10)
 
 
+def test_score_as_first_call_on_a_model_that_needs_data():
+    m = ebm.EnergyModel(ring_with_plate)
+    x = torch.randn(3, 2)
+    assert torch.allclose(m.score(x), ebm.EnergyModel(ring).score(x), atol=1e-5)
+    assert m.score(torch.zeros(0, 2)).shape == (0, 2)
+
+
 def test_score_create_graph_allows_second_derivatives(float64):
     m = ebm.EnergyModel(ring)
     x = torch.randn(5, 2)
