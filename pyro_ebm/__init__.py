@@ -6,7 +6,8 @@ Write a Pyro program whose energy terms are factors (:func:`factor`), wrap it in
 computing the partition function.
 """
 
-from pyro_ebm import datasets, distributions, infer, models, ops
+from pyro_ebm import datasets, diagnostics, distributions, infer, models, ops, samplers
+from pyro_ebm.infer.sample import Samples, sample
 from pyro_ebm.model import BATCH_PLATE, EnergyModel, as_energy_model
 from pyro_ebm.primitives import factor
 
@@ -15,11 +16,15 @@ __version__ = "0.1.0"
 __all__ = [
     "BATCH_PLATE",
     "EnergyModel",
+    "Samples",
     "as_energy_model",
     "datasets",
+    "diagnostics",
     "distributions",
     "factor",
     "infer",
     "models",
     "ops",
+    "sample",
+    "samplers",
 ]

@@ -1,0 +1,58 @@
+"""ArviZ conversion: chains as ``arviz.InferenceData`` with dims (chain, draw, *event) and standard sample stats."""
+
+import warnings
+
+import torch
+
+with warnings.catch_warnings():
+    # NB: ArviZ 0.23 announces its 1.0 refactor with a FutureWarning on import; it is not about our use.
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+#: pyro_ebm's per-step stats and their names in ArviZ's ``sample_stats`` group.
+SAMPLE_STATS_NAMES = {
+    "divergent": "diverging",
+    "accept_prob": "acceptance_rate",
+    "step_size": "step_size",
+    "num_steps": "n_steps",
+    "accepted": "accepted",
+}
+
+
+def to_inference_data(x, stats=None, *, var_name="x"):
+    """
+    Build an :class:`arviz.InferenceData` from chains.
+
+    :param torch.Tensor x: samples of shape ``(num_chains, num_draws, *event_shape)``, chain first.
+    :param dict stats: per-step statistics, each ``(num_chains, num_draws)``, keyed by pyro_ebm's names
+        (``divergent``, ``accept_prob``, ``step_size``, ``num_steps``, ``accepted``); they are stored under
+        ArviZ's standard names (``diverging``, ``acceptance_rate``, ``step_size``, ``n_steps``).
+    :param str var_name: name of the variable in the ``posterior`` group.
+    :raises ValueError: if a stat's shape is not ``(num_chains, num_draws)``. ArviZ itself would accept
+        ``(draw, chain)`` silently, so the order is checked here.
+    """
+    if x.dim() < 2:
+        raise ValueError(f"samples must have shape (chain, draw, *event_shape), got {tuple(x.shape)}")
+    num_chains, num_draws = x.shape[:2]
+    sample_stats = {}
+    for name, value in (stats or {}).items():
+        value = torch.as_tensor(value)
+        if value.shape != (num_chains, num_draws):
+            raise ValueError(
+                f"stat {name!r} has shape {tuple(value.shape)}, expected (chain, draw) = ({num_chains}, {num_draws})"
+            )
+        sample_stats[SAMPLE_STATS_NAMES.get(name, name)] = _numpy(value)
+    event_dims = [f"{var_name}_dim_{i}" for i in range(x.dim() - 2)]
+    return az.from_dict(
+        posterior={var_name: _numpy(x)},
+        sample_stats=sample_stats or None,
+        dims={var_name: event_dims},
+    )
+
+
+def _numpy(t):
+    t = t.detach().cpu()
+    return t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
+
+
+__all__ = ["SAMPLE_STATS_NAMES", "to_inference_data"]

@@ -1,0 +1,130 @@
+"""Gibbs samplers for discrete data: block Gibbs for RBMs and single-site Gibbs for any binary or spin model."""
+
+from typing import NamedTuple
+
+import torch
+
+from pyro_ebm.distributions import support_values
+from pyro_ebm.samplers.base import Sampler
+
+
+class BlockGibbsState(NamedTuple):
+    """
+    State of :class:`BlockGibbs` chains.
+
+    :ivar z: visible units ``(num_chains, V)``.
+    :ivar h: hidden units ``(num_chains, H)`` drawn given ``z`` in the last step.
+    """
+
+    z: torch.Tensor
+    h: torch.Tensor
+
+
+class BlockGibbs(Sampler):
+    r"""
+    Block Gibbs sampling of a :class:`~pyro_ebm.models.RBM`: all hidden units given the visible ones, then
+    all visible units given the hidden ones, for every chain at once. At inverse temperature ``beta`` it
+    samples :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}` (AIS's intermediate distributions).
+
+    :param float beta: inverse temperature (a number, or a tensor with one value per chain).
+    """
+
+    supports = "discrete"
+
+    def __init__(self, model=None, *, beta=1.0, num_chains=1):
+        super().__init__(model, None, num_chains=num_chains)
+        self.beta = beta
+
+    @property
+    def rbm(self):
+        from pyro_ebm.models import RBM
+
+        rbm = self.target.model.model
+        if not isinstance(rbm, RBM):
+            raise ValueError(
+                f"BlockGibbs samples an ebm.models.RBM, got {type(rbm).__name__}; use ebm.samplers.Gibbs() for "
+                "other binary or spin models"
+            )
+        return rbm
+
+    def _beta(self, z):
+        beta = torch.as_tensor(self.beta, dtype=z.dtype, device=z.device)
+        return beta.unsqueeze(-1) if beta.dim() else beta
+
+    def _init_state(self, z):
+        with torch.no_grad():
+            h = self.rbm.hidden_given_visible(z, self._beta(z)).sample()
+        return BlockGibbsState(z, h)
+
+    def step(self, state):
+        rbm, beta = self.rbm, self._beta(state.z)
+        with torch.no_grad():
+            h = rbm.hidden_given_visible(state.z, beta).sample()
+            v = rbm.visible_given_hidden(h, beta).sample()
+        self._t += 1
+        ones = torch.ones(v.shape[0], dtype=v.dtype, device=v.device)
+        return BlockGibbsState(v, h), self._info(ones, ones.bool(), ~ones.bool(), 0.0, 1)
+
+
+class GibbsState(NamedTuple):
+    """
+    State of :class:`Gibbs` chains.
+
+    :ivar z: configurations ``(num_chains, D)``.
+    :ivar log_prob: their log densities.
+    """
+
+    z: torch.Tensor
+    log_prob: torch.Tensor
+
+
+class Gibbs(Sampler):
+    r"""
+    Single-site Gibbs sampling, systematic scan, for any model with discrete data (binary, spins, or a
+    finite integer range), from its log density alone.
+
+    Site :math:`i`'s conditional comes from energy differences:
+    :math:`p(x_i = a \mid x_{-i}) \propto \tilde p(x_{i \leftarrow a})`. For two-valued sites one evaluation
+    of the log density per site suffices (the flipped configuration against the current one). Every chain is
+    updated at once; one step is one sweep over all sites.
+    """
+
+    supports = "discrete"
+
+    def __init__(self, model=None, *, num_chains=1):
+        super().__init__(model, None, num_chains=num_chains)
+
+    def _init_state(self, z):
+        self.values = torch.tensor(support_values(self.target.model.support), dtype=z.dtype, device=z.device)
+        with torch.no_grad():
+            lp = self.target.log_prob(z)
+        self._check_initial_log_prob(lp)
+        return GibbsState(z, lp)
+
+    def step(self, state):
+        z, lp = state.z.clone(), state.log_prob
+        divergent = torch.zeros_like(lp, dtype=torch.bool)
+        with torch.no_grad():
+            for i in range(z.shape[1]):
+                z, lp, bad = self._update_site(z, lp, i)
+                divergent |= bad
+        self._t += 1
+        ones = torch.ones_like(lp)
+        return GibbsState(z, lp), self._info(ones, ones.bool(), divergent, 0.0, z.shape[1])
+
+    def _update_site(self, z, lp, i):
+        values = self.values
+        if len(values) == 2:
+            proposal = z.clone()
+            proposal[:, i] = values.sum() - z[:, i]
+            lp_new = self.target.log_prob(proposal)
+            bad = ~torch.isfinite(lp_new)
+            flip = torch.rand_like(lp) < torch.sigmoid(lp_new - lp)  # NaN compares False: no flip
+            return torch.where(flip.unsqueeze(-1), proposal, z), torch.where(flip, lp_new, lp), bad
+        candidates = z.unsqueeze(0).repeat(len(values), 1, 1)  # (K, C, D)
+        candidates[:, :, i] = values.unsqueeze(-1)
+        lps = self.target.log_prob(candidates.reshape(-1, z.shape[1])).reshape(len(values), -1)  # (K, C)
+        bad = ~torch.isfinite(lps).all(0)
+        choice = torch.distributions.Categorical(logits=torch.nan_to_num(lps.T, nan=-torch.inf)).sample()
+        rows = torch.arange(z.shape[0], device=z.device)
+        return candidates[choice, rows], lps[choice, rows], bad

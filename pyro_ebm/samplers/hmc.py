@@ -1,0 +1,269 @@
+"""Vectorized Hamiltonian Monte Carlo and MALA: Pyro's integrator and adaptation parts, one Metropolis test per chain."""
+
+import math
+from typing import NamedTuple
+
+import torch
+from pyro.ops.integrator import velocity_verlet
+
+from pyro_ebm.samplers.adaptation import (
+    DiagonalMassMatrixAdapter,
+    StepSizeAdapter,
+    adaptation_windows,
+    find_reasonable_step_size,
+)
+from pyro_ebm.samplers.base import Sampler
+
+_ADAPT_MODES = ("warmup", "continuous", "none")
+
+
+class HMCState(NamedTuple):
+    """
+    State of :class:`HMC` chains.
+
+    :ivar z: positions ``(num_chains, D)`` in the sampler's (unconstrained) space.
+    :ivar log_prob: log density at ``z``, ``(num_chains,)``.
+    :ivar grad: its gradient, ``(num_chains, D)``.
+    :ivar step_size: base step size before jitter: a scalar tensor, or ``(num_chains,)`` per chain.
+    :ivar inverse_mass: diagonal inverse mass matrix ``(D,)``, shared by the chains.
+    """
+
+    z: torch.Tensor
+    log_prob: torch.Tensor
+    grad: torch.Tensor
+    step_size: torch.Tensor
+    inverse_mass: torch.Tensor
+
+
+class HMC(Sampler):
+    r"""
+    Hamiltonian Monte Carlo on many chains at once, each with its own Metropolis accept/reject.
+
+    Trajectories use Pyro's :func:`~pyro.ops.integrator.velocity_verlet` on the chains' summed potential
+    (the chains are independent, so its gradient is each chain's own); the acceptance test uses each chain's
+    own energy change. The step size is jittered uniformly by ``+-jitter`` per chain and iteration (a fixed
+    step and length can make every coordinate flip sign each iteration after mass-matrix adaptation).
+
+    Adaptation (``adapt``):
+
+    * ``"warmup"``: during the ``warmup_steps`` given to :meth:`init` (or :func:`ebm.sample
+      <pyro_ebm.sample>`), Stan's windowed schedule: dual averaging of the step size on the acceptance
+      probability pooled over chains (``per_chain=True``: one step size per chain), and a diagonal mass matrix
+      pooled across chains from Welford estimates; frozen afterwards;
+    * ``"continuous"``: the same warmup, then the step size keeps tracking ``target_accept_prob`` with a
+      constant-gain update, as PCD needs while the model moves under the chains;
+    * ``"none"``: the given ``step_size`` (a number or one per chain) and unit mass are used as they are
+      (AIS sets its own frozen schedule through the state).
+
+    A trajectory whose energy becomes non-finite, or whose energy error exceeds ``max_energy_error``, is
+    rejected for that chain and counted as divergent; the other chains are unaffected.
+
+    :param float step_size: initial (or, with ``adapt="none"``, fixed) leapfrog step size.
+    :param int num_steps: leapfrog steps per iteration (default 10 unless ``trajectory_length`` is given).
+    :param float trajectory_length: alternatively, the trajectory length; the number of steps follows the
+        (adapted) step size.
+    :param str adapt: ``"warmup"``, ``"continuous"`` or ``"none"``.
+    :param float target_accept_prob: target of the step-size adaptation.
+    :param bool adapt_mass_matrix: adapt a diagonal mass matrix during warmup.
+    :param bool per_chain: adapt one step size per chain instead of one pooled step size.
+    :param float jitter: relative step-size jitter, uniform in ``[1 - jitter, 1 + jitter]``.
+    :param float max_energy_error: energy error beyond which a trajectory counts as divergent.
+    :param int max_num_steps: cap on leapfrog steps when ``trajectory_length`` is given.
+
+    Example::
+
+        >>> samples = ebm.sample(ring, ebm.samplers.HMC(), num_chains=256, num_samples=200)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        step_size=0.1,
+        num_steps=None,
+        trajectory_length=None,
+        adapt="warmup",
+        target_accept_prob=0.8,
+        adapt_mass_matrix=True,
+        per_chain=False,
+        jitter=0.2,
+        max_energy_error=1000.0,
+        max_num_steps=1024,
+        num_chains=1,
+    ):
+        super().__init__(model, potential_fn, num_chains=num_chains)
+        if adapt not in _ADAPT_MODES:
+            raise ValueError(f"adapt must be one of {_ADAPT_MODES}, got {adapt!r}")
+        if num_steps is not None and trajectory_length is not None:
+            raise ValueError("give num_steps or trajectory_length, not both")
+        if num_steps is None and trajectory_length is None:
+            num_steps = 10
+        if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        if trajectory_length is not None and trajectory_length <= 0:
+            raise ValueError(f"trajectory_length must be positive, got {trajectory_length}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        if torch.is_tensor(step_size) and step_size.dim() > 0 and not per_chain and adapt != "none":
+            raise ValueError("a step size per chain needs per_chain=True (or adapt='none')")
+        if not bool(torch.all(torch.as_tensor(step_size) > 0)):
+            raise ValueError(f"step_size must be positive, got {step_size}")
+        self.step_size = step_size
+        self.num_steps = num_steps
+        self.trajectory_length = trajectory_length
+        self.adapt = adapt
+        self.adapt_mass_matrix = adapt_mass_matrix and adapt != "none"
+        self.per_chain = per_chain
+        self.jitter = jitter
+        self.max_energy_error = max_energy_error
+        self.max_num_steps = max_num_steps
+        self._step_size_adapter = StepSizeAdapter(target_accept_prob, per_chain=per_chain)
+        self._mass_adapter = DiagonalMassMatrixAdapter()
+        self._windows = []
+        self._last_log_prob = None
+
+    @property
+    def target_accept_prob(self):
+        return self._step_size_adapter.target_accept_prob
+
+    # ---------------------------------------------------------------- init
+
+    def _init_state(self, z):
+        lp, grad = self.target.log_prob_and_grad(z)
+        self._check_initial_log_prob(lp)
+        num_chains = z.shape[0]
+        step_size = torch.as_tensor(self.step_size, dtype=z.dtype, device=z.device)
+        if self.per_chain:
+            step_size = step_size.expand(num_chains).clone()
+        state = HMCState(z, lp, grad, step_size, torch.ones(z.shape[1], dtype=z.dtype, device=z.device))
+        if self.adapt != "none":
+            self._windows = adaptation_windows(self._warmup_steps) if self.adapt_mass_matrix else []
+            state = state._replace(step_size=self._reasonable_step_size(state))
+            self._step_size_adapter.restart(state.step_size)
+        return state
+
+    def _reasonable_step_size(self, state):
+        def log_accept_ratio(eps):
+            r = torch.randn_like(state.z) / state.inverse_mass.sqrt()
+            _, r_new, lp_new = self._trajectory(state, r, eps.unsqueeze(-1) if eps.dim() else eps, 1)
+            return (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
+
+        return find_reasonable_step_size(state.step_size, log_accept_ratio, per_chain=self.per_chain)
+
+    # ---------------------------------------------------------------- dynamics
+
+    @staticmethod
+    def _kinetic(r, state):
+        return 0.5 * (r * r * state.inverse_mass).sum(-1)
+
+    def _trajectory(self, state, r, step_size, num_steps):
+        """Integrate ``num_steps`` leapfrog steps; returns the end position, momentum and log density."""
+
+        def potential_fn(params):
+            lp = self.target.log_prob(params["z"])
+            self._last_log_prob = lp.detach()
+            return -lp.sum()
+
+        def kinetic_grad(momentum):
+            return {"z": momentum["z"] * state.inverse_mass}
+
+        z_new, r_new, z_grads, _ = velocity_verlet(
+            {"z": state.z}, {"z": r}, potential_fn, kinetic_grad, step_size, num_steps, z_grads={"z": -state.grad}
+        )
+        self._last_grad = -z_grads["z"]
+        return z_new["z"], r_new["z"], self._last_log_prob
+
+    def _num_steps(self, step_size):
+        if self.num_steps is not None:
+            return self.num_steps
+        # NB: one host sync per iteration, only in trajectory_length mode.
+        return min(self.max_num_steps, max(1, math.ceil(self.trajectory_length / float(step_size.mean()))))
+
+    def step(self, state):
+        z, num_chains = state.z, state.z.shape[0]
+        base = state.step_size.expand(num_chains)
+        eps = base
+        if self.jitter:
+            eps = base * (1 + self.jitter * (2 * torch.rand_like(base) - 1))
+        num_steps = self._num_steps(base)
+        r = torch.randn_like(z) / state.inverse_mass.sqrt()
+        z_new, r_new, lp_new = self._trajectory(state, r, eps.unsqueeze(-1), num_steps)
+        grad_new = self._last_grad
+        log_ratio = (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
+        divergent = ~torch.isfinite(log_ratio) | (log_ratio < -self.max_energy_error)
+        accept_prob = torch.where(divergent, torch.zeros_like(log_ratio), log_ratio.clamp(max=0.0).exp())
+        accepted = (torch.rand_like(accept_prob) < accept_prob) & ~divergent
+        keep = accepted.unsqueeze(-1)
+        new_state = state._replace(
+            z=torch.where(keep, z_new, z),
+            log_prob=torch.where(accepted, lp_new, state.log_prob),
+            grad=torch.where(keep, grad_new, state.grad),
+        )
+        new_state = self._adapt(new_state, accept_prob)
+        return new_state, self._info(accept_prob, accepted, divergent, eps, num_steps)
+
+    # ---------------------------------------------------------------- adaptation
+
+    def _adapt(self, state, accept_prob):
+        t = self._t
+        self._t += 1
+        if self.adapt == "none":
+            return state
+        if t < self._warmup_steps:
+            step_size = self._step_size_adapter.warmup_update(accept_prob)
+            inverse_mass = state.inverse_mass
+            for start, end in self._windows:
+                if start <= t < end:
+                    self._mass_adapter.update(state.z)
+                if t == end - 1:
+                    inverse_mass = self._mass_adapter.inverse_mass()
+                    state = state._replace(inverse_mass=inverse_mass)
+                    # Stan: after a new mass matrix, look for a step size again and restart dual averaging.
+                    step_size = self._reasonable_step_size(state._replace(step_size=step_size))
+                    self._step_size_adapter.restart(step_size)
+            if t == self._warmup_steps - 1:
+                step_size = self._step_size_adapter.final_step_size()
+            return state._replace(step_size=step_size)
+        if self.adapt == "continuous":
+            return state._replace(step_size=self._step_size_adapter.continuous_update(state.step_size, accept_prob))
+        return state
+
+
+class MALA(HMC):
+    r"""
+    Metropolis-adjusted Langevin algorithm: a Metropolis wrapper around one Langevin proposal, which is one
+    leapfrog step of :class:`HMC` with fresh momentum,
+    :math:`z' = z + \tfrac{\epsilon^2}{2} M^{-1}\nabla \log \pi(z) + \epsilon M^{-1/2} \xi`.
+
+    Adapts its step size (target acceptance 0.574, optimal for MALA) and a diagonal mass matrix during warmup
+    by default; takes the same options as :class:`HMC` except the trajectory length.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        *,
+        step_size=0.1,
+        adapt="warmup",
+        target_accept_prob=0.574,
+        adapt_mass_matrix=True,
+        per_chain=False,
+        jitter=0.0,
+        max_energy_error=1000.0,
+        num_chains=1,
+    ):
+        super().__init__(
+            model,
+            potential_fn,
+            step_size=step_size,
+            num_steps=1,
+            adapt=adapt,
+            target_accept_prob=target_accept_prob,
+            adapt_mass_matrix=adapt_mass_matrix,
+            per_chain=per_chain,
+            jitter=jitter,
+            max_energy_error=max_energy_error,
+            num_chains=num_chains,
+        )
