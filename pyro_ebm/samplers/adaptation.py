@@ -7,19 +7,28 @@ from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.welford import WelfordCovariance
 
 
+#: Fewest steps of step-size adaptation after the last mass-matrix window.
+MIN_TERM_BUFFER = 20
+
+
 def adaptation_windows(warmup_steps, *, init_buffer=75, term_buffer=50, base_window=25):
     """
     Stan's windowed warmup schedule: the mass matrix is estimated in windows that double in length,
     after a first buffer where only the step size adapts and before a last one (Stan reference manual,
     "Automatic parameter tuning").
 
+    Short warmups are scaled as in Stan (15% / 75% / 10%), except that the last buffer keeps at least
+    :data:`MIN_TERM_BUFFER` steps: dual averaging restarts after the last window, and with only a few steps
+    left its average overshoots (20 warmup steps with Stan's 2-step buffer ended at acceptance 0 in a probe).
+    Below 50 warmup steps only the step size adapts.
+
     :returns: a list of ``(start, end)`` step indices (end exclusive) of the mass-matrix windows.
     """
-    if warmup_steps < 20:
+    if warmup_steps < 50:
         return []
     if init_buffer + base_window + term_buffer > warmup_steps:
         init_buffer = int(0.15 * warmup_steps)
-        term_buffer = int(0.1 * warmup_steps)
+        term_buffer = max(int(0.1 * warmup_steps), MIN_TERM_BUFFER)
         base_window = warmup_steps - init_buffer - term_buffer
     windows = []
     start, size = init_buffer, base_window

@@ -1,0 +1,126 @@
+import io
+from collections import namedtuple
+
+import pytest
+import torch
+from pyro.infer import MCMC
+
+import pyro_ebm as ebm
+
+
+def test_samples_shapes_stats_and_thinning():
+    s = ebm.sample(ebm.models.GaussianEnergy(3), ebm.samplers.HMC(), num_chains=6, num_samples=10, warmup_steps=20,
+                   thin=2, seed=0, progress_bar=False)
+    assert s.x.shape == (6, 10, 3) and s.num_chains == 6 and s.num_draws == 10
+    assert set(s.stats) == {"accept_prob", "accepted", "divergent", "step_size", "num_steps"}
+    assert all(v.shape == (6, 10) for v in s.stats.values())
+    assert all(v.shape == (6, 20) for v in s.warmup_stats.values())
+    assert s.acceptance_rate.shape == (6,) and s.num_divergent == 0
+    assert "6 chains x 10 draws" in repr(s)
+    assert torch.equal(s.x[:, -1], s.sampler.to_data(s.last_state))
+
+
+def test_inference_data_dims_names_and_rhat():
+    s = ebm.sample(ebm.models.GaussianEnergy(2), ebm.samplers.HMC(), num_chains=8, num_samples=1000, warmup_steps=200,
+                   seed=0, progress_bar=False)
+    idata = s.to_inference_data()
+    x = idata.posterior["x"]
+    assert x.dims == ("chain", "draw", "x_dim_0") and x.shape == (8, 1000, 2)
+    stats = idata.sample_stats
+    assert {"diverging", "acceptance_rate", "step_size", "n_steps"} <= set(stats.data_vars)
+    assert stats["diverging"].dtype == bool and stats["acceptance_rate"].shape == (8, 1000)
+    table = s.summary(round_to="none")
+    # Well-mixed chains: split R-hat - 1 is about 1 / (2 m) for m effective draws per half chain (here m > 250,
+    # from ess_bulk > 4000 over 16 half chains), i.e. ~0.002 with a relative sd of sqrt(2 / 15) ~ 0.37; 1.01 is
+    # more than 10 of those sds away.
+    assert (table["ess_bulk"] > 4000).all()
+    assert (table["r_hat"] < 1.01).all()
+
+
+def test_to_inference_data_rejects_draw_chain_order():
+    from pyro_ebm.diagnostics import to_inference_data
+
+    with pytest.raises(ValueError, match=r"\(chain, draw\) = \(4, 10\)"):
+        to_inference_data(torch.zeros(4, 10, 2), {"accept_prob": torch.zeros(10, 4)})
+    with pytest.raises(ValueError, match="chain, draw"):
+        to_inference_data(torch.zeros(4))
+    idata = to_inference_data(torch.zeros(2, 5, 3, 3))
+    assert idata.posterior["x"].dims == ("chain", "draw", "x_dim_0", "x_dim_1")
+
+
+def test_progress_bar_silent_when_asked(capsys):
+    ebm.sample(ebm.models.GaussianEnergy(2), ebm.samplers.MALA(), num_chains=2, num_samples=5, progress_bar=False)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_progress_bar_shows_acceptance_and_step_size(monkeypatch):
+    import pyro_ebm.infer.mcmc as sample_module
+
+    stream = io.StringIO()
+    real_tqdm = sample_module.tqdm
+    monkeypatch.setattr(sample_module, "tqdm", lambda **kw: real_tqdm(file=stream, **{**kw, "disable": False}))
+    ebm.sample(ebm.models.GaussianEnergy(2), ebm.samplers.HMC(), num_chains=2, num_samples=30, seed=0)
+    text = stream.getvalue()
+    assert "acc=" in text and "step=" in text and "sample" in text
+
+
+def test_argument_errors():
+    m = ebm.models.GaussianEnergy(2)
+    for kwargs, match in [({"num_chains": 0, "num_samples": 2}, "num_chains"),
+                          ({"num_chains": 2, "num_samples": 0}, "num_samples"),
+                          ({"num_chains": 2, "num_samples": 2, "thin": 0}, "thin"),
+                          ({"num_chains": 2, "num_samples": 2, "warmup_steps": -1}, "warmup_steps")]:
+        with pytest.raises(ValueError, match=match):
+            ebm.sample(m, ebm.samplers.HMC(), progress_bar=False, **kwargs)
+
+
+def test_kernel_under_pyro_mcmc():
+    # The vectorized chains are the leading dimension of the data site under pyro.infer.MCMC.
+    kernel = ebm.samplers.HMC(ebm.models.GaussianEnergy(2), num_chains=16)
+    mcmc = MCMC(kernel, num_samples=100, warmup_steps=100, disable_progbar=True)
+    mcmc.run()
+    x = mcmc.get_samples()["x"]
+    assert x.shape == (100, 16, 2)
+    assert abs(float(x.var()) - 1.0) < 0.2  # 1600 draws; with ESS ~ 500 the variance's sd is ~0.06
+    assert "acceptance rate" in mcmc.diagnostics()
+    assert kernel.logging()["acc. prob"]
+
+
+def test_gibbs_under_pyro_mcmc():
+    kernel = ebm.samplers.Gibbs(ebm.models.IsingModel(4), num_chains=8)
+    mcmc = MCMC(kernel, num_samples=20, warmup_steps=5, disable_progbar=True)
+    mcmc.run()
+    assert mcmc.get_samples()["s"].shape == (20, 8, 4)
+
+
+def test_pyro_nuts_warns_for_many_chains():
+    with pytest.warns(UserWarning, match="Pyro's NUTS on each of the 9 chains"):
+        ebm.sample(ebm.models.GaussianEnergy(2), ebm.samplers.NUTS(), num_chains=9, num_samples=1, warmup_steps=1,
+                   progress_bar=False)
+
+
+RWState = namedtuple("RWState", ["z", "log_prob"])
+
+
+class RandomWalk(ebm.samplers.Sampler):
+    """The custom kernel of Sampler's docstring."""
+
+    def _init_state(self, z):
+        return RWState(z, self.target.log_prob(z))
+
+    def step(self, state):
+        proposal = state.z + 0.5 * torch.randn_like(state.z)
+        lp = self.target.log_prob(proposal)
+        accept_prob = (lp - state.log_prob).exp().clamp(max=1).nan_to_num(0.0)
+        accepted = torch.rand_like(accept_prob) < accept_prob
+        z = torch.where(accepted[:, None], proposal, state.z)
+        new = RWState(z, torch.where(accepted, lp, state.log_prob))
+        return new, self._info(accept_prob, accepted, ~torch.isfinite(lp), 0.5, 1)
+
+
+def test_custom_kernel_from_the_docstring_runs():
+    with torch.no_grad():
+        s = ebm.sample(ebm.models.GaussianEnergy(1), RandomWalk(), num_chains=128, num_samples=300, seed=0,
+                       progress_bar=False)
+    assert abs(float(s.x.var()) - 1.0) < 0.2
