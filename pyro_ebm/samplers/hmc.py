@@ -122,6 +122,7 @@ class HMC(Sampler):
         self._mass_adapter = DiagonalMassMatrixAdapter()
         self._windows = []
         self._last_log_prob = None
+        self._unit_mass = None
 
     @property
     def target_accept_prob(self):
@@ -136,7 +137,8 @@ class HMC(Sampler):
         step_size = torch.as_tensor(self.step_size, dtype=z.dtype, device=z.device)
         if self.per_chain:
             step_size = step_size.expand(num_chains).clone()
-        state = HMCState(z, lp, grad, step_size, torch.ones(z.shape[1], dtype=z.dtype, device=z.device))
+        self._unit_mass = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
+        state = HMCState(z, lp, grad, step_size, self._unit_mass)
         if self.adapt != "none":
             self._windows = adaptation_windows(self._warmup_steps) if self.adapt_mass_matrix else []
             state = state._replace(step_size=self._reasonable_step_size(state))
@@ -161,12 +163,19 @@ class HMC(Sampler):
         """Integrate ``num_steps`` leapfrog steps; returns the end position, momentum and log density."""
 
         def potential_fn(params):
-            lp = self.target.log_prob(params["z"])
-            self._last_log_prob = lp.detach()
-            return -lp.sum()
+            u = self.target.potential(params["z"])
+            self._last_log_prob = -u.detach()
+            return u.sum()
 
-        def kinetic_grad(momentum):
-            return {"z": momentum["z"] * state.inverse_mass}
+        if state.inverse_mass is self._unit_mass:  # NB: identity check, no host sync; saves a product per step
+
+            def kinetic_grad(momentum):
+                return momentum
+
+        else:
+
+            def kinetic_grad(momentum):
+                return {"z": momentum["z"] * state.inverse_mass}
 
         z_new, r_new, z_grads, _ = velocity_verlet(
             {"z": state.z}, {"z": r}, potential_fn, kinetic_grad, step_size, num_steps, z_grads={"z": -state.grad}

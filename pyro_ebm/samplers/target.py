@@ -59,9 +59,20 @@ class Target:
 
     def log_prob(self, z):
         """Log density ``(num_chains,)`` of flat states ``z`` ``(num_chains, D)``, unvalidated (samplers' path)."""
-        x = z.reshape(z.shape[:-1] + self.event_shape)
         if self.potential_fn is not None:
-            return -self.potential_fn(x)
+            return -self.potential_fn(self._unflatten(z))
+        return self._model_log_prob(self._unflatten(z))
+
+    def potential(self, z):
+        """Potential energy ``-log_prob(z)``, computed without an extra negation when the target is an energy."""
+        if self.potential_fn is not None:
+            return self.potential_fn(self._unflatten(z))
+        return -self._model_log_prob(self._unflatten(z))
+
+    def _unflatten(self, z):
+        return z if len(self.event_shape) == 1 else z.reshape(z.shape[:-1] + self.event_shape)
+
+    def _model_log_prob(self, x):
         if self.transform is None:
             return self.model.log_density(x, validate=False)
         return self.model.unconstrained_log_density(x, validate=False)

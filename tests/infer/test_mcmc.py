@@ -1,6 +1,8 @@
 import io
 from collections import namedtuple
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import MCMC
@@ -20,9 +22,13 @@ def test_samples_shapes_stats_and_thinning():
     assert torch.equal(s.x[:, -1], s.sampler.to_data(s.last_state))
 
 
+def _standard_normal(x=None):
+    pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1), obs=x)
+
+
 def test_inference_data_dims_names_and_rhat():
-    s = ebm.sample(ebm.models.GaussianEnergy(2), ebm.samplers.HMC(), num_chains=8, num_samples=1000, warmup_steps=200,
-                   seed=0, progress_bar=False)
+    s = ebm.sample(_standard_normal, ebm.samplers.HMC(), num_chains=8, num_samples=1000, warmup_steps=200, seed=0,
+                   progress_bar=False)
     idata = s.to_inference_data()
     x = idata.posterior["x"]
     assert x.dims == ("chain", "draw", "x_dim_0") and x.shape == (8, 1000, 2)

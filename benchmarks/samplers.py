@@ -1,0 +1,159 @@
+"""
+Chain-steps per second of HMC on the 2-D ring, every sampler with the same number of leapfrog steps (10) and
+the same fixed step size (0.1, no adaptation, no jitter), so each chain-step costs the same work:
+
+  * pyro_ebm HMC on the ring written as a Pyro program (EnergyModel), 256 and 4096 chains;
+  * pyro_ebm HMC on the same energy as a raw torch function (``potential_fn``), 256 and 4096 chains;
+  * pyro_ebm HMC with its default adaptation (dual averaging, mass matrix, jitter) on the Pyro program;
+  * ``pyro.infer.MCMC`` with Pyro's HMC kernel on the same Pyro program (one chain: Pyro runs one chain per
+    process, and a summed potential would accept or reject all chains together);
+  * ebmkit's ``HMC`` (``pip install --no-deps ebmkit``; it imports as ``ebm``) on the raw torch energy.
+
+Run:  python benchmarks/samplers.py [--steps 200] [--pyro-steps 300]
+"""
+
+import argparse
+import math
+import time
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import MCMC
+from pyro.infer import HMC as PyroHMC
+
+import pyro_ebm
+
+try:
+    import ebm as ebmkit  # NB: ebmkit's import name
+    from ebm.samplers import HMC as EbmkitHMC
+except ImportError:  # pragma: no cover
+    ebmkit = None
+
+STEP_SIZE, NUM_STEPS = 0.1, 10
+_C = 2 * (-math.log(3.0) - 0.5 * math.log(2 * math.pi))
+
+
+def ring(x=None):
+    x = pyro.sample("x", dist.Normal(0.0, 3.0).expand([2]).to_event(1), obs=x)
+    pyro_ebm.factor("ring", (x.norm(dim=-1) - 2.0) ** 2 / 0.08)
+
+
+def ring_energy(x):
+    """The same energy as a raw torch function: -log Normal(0, 3) base + (|x| - 2)^2 / 0.08."""
+    return -(_C - 0.5 * (x**2).sum(-1) / 9.0) + (x.norm(dim=-1) - 2.0) ** 2 / 0.08
+
+
+def ring_latent():
+    """The ring for pyro.infer.MCMC: the data site is a latent variable there."""
+    x = pyro.sample("x", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
+    pyro.factor("ring", -((x.norm(dim=-1) - 2.0) ** 2) / 0.08)
+
+
+def timed(fn, repeats=1):
+    """Best wall time of ``repeats`` runs (robust to other load on the machine) and the last result."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def pyro_ebm_rate(num_chains, steps, *, model=ring, potential_fn=None, adapt=False, repeats=3):
+    init = torch.randn(num_chains, 2) * 2
+    if adapt:
+        hmc = pyro_ebm.samplers.HMC(num_steps=NUM_STEPS)
+    else:
+        hmc = pyro_ebm.samplers.HMC(step_size=STEP_SIZE, num_steps=NUM_STEPS, adapt="none", jitter=0.0)
+    if potential_fn is not None:
+        state = hmc.init(potential_fn=potential_fn, num_chains=num_chains, init=init, warmup_steps=steps if adapt else 0)
+    else:
+        state = hmc.init(model, num_chains=num_chains, init=init, warmup_steps=steps if adapt else 0)
+    for _ in range(5):
+        state, info = hmc.step(state)
+
+    def run():
+        nonlocal state
+        accept = 0.0
+        for _ in range(steps):
+            state, info = hmc.step(state)
+            accept = accept + info.accept_prob.mean()
+        return float(accept) / steps
+
+    seconds, accept = timed(run, 1 if adapt else repeats)  # adaptation runs once: its warmup is part of the cost
+    return num_chains * steps / seconds, accept
+
+
+def pyro_mcmc_rate(steps):
+    kernel = PyroHMC(ring_latent, step_size=STEP_SIZE, num_steps=NUM_STEPS, adapt_step_size=False,
+                     adapt_mass_matrix=False)
+    mcmc = MCMC(kernel, num_samples=steps, warmup_steps=0, disable_progbar=True,
+                initial_params={"x": torch.tensor([2.0, 0.0])})
+    seconds, _ = timed(mcmc.run)
+    x = mcmc.get_samples()["x"]
+    return steps / seconds, float((x[1:] != x[:-1]).any(-1).float().mean())  # Pyro's own count skips warmup 0
+
+
+def ebmkit_rate(num_chains, steps, energy=ring_energy, repeats=3):
+    sampler = EbmkitHMC(step_size=STEP_SIZE, leapfrog_steps=NUM_STEPS, steps=steps)
+    x = torch.randn(num_chains, 2) * 2
+    sampler.sample(energy, x, steps=5)
+    seconds, _ = timed(lambda: sampler.sample(energy, x, steps=steps), repeats)
+    return num_chains * steps / seconds, sampler.last_accept_rate
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="HMC iterations per vectorized run")
+    parser.add_argument("--pyro-steps", type=int, default=300, help="iterations of pyro.infer.MCMC")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pyro.set_rng_seed(0)
+    rows = []
+    pyro_rate, pyro_acc = pyro_mcmc_rate(args.pyro_steps)
+    rows.append(("pyro.infer.MCMC(HMC), 1 chain, Pyro program", 1, pyro_rate, pyro_acc))
+    for chains in (256, 4096):
+        steps = args.steps if chains == 256 else max(20, args.steps // 4)
+        rows.append((f"pyro_ebm HMC, Pyro program", chains, *pyro_ebm_rate(chains, steps)))
+        rows.append((f"pyro_ebm HMC, raw torch energy", chains, *pyro_ebm_rate(chains, steps, potential_fn=ring_energy)))
+        rows.append((f"pyro_ebm HMC adapting, Pyro program", chains, *pyro_ebm_rate(chains, steps, adapt=True)))
+        if ebmkit is not None:
+            rows.append((f"ebmkit HMC, raw torch energy", chains, *ebmkit_rate(chains, steps)))
+    # A neural energy, where the network's cost outweighs per-call overheads (256 chains).
+    mlp = pyro_ebm.models.MLPEnergy(2, hidden=(64, 64))
+    net = mlp.net
+
+    def mlp_energy(x):
+        return 0.5 * (x**2).sum(-1) / 9.0 - _C + net(x).squeeze(-1)
+
+    mlp_rows = [
+        ("pyro_ebm HMC, MLPEnergy (PyroModule)", 256, *pyro_ebm_rate(256, args.steps // 2, model=mlp)),
+        ("pyro_ebm HMC, raw MLP energy", 256, *pyro_ebm_rate(256, args.steps // 2, potential_fn=mlp_energy)),
+    ]
+    if ebmkit is not None:
+        mlp_rows.append(("ebmkit HMC, raw MLP energy", 256, *ebmkit_rate(256, args.steps // 2, mlp_energy)))
+
+    print(f"2-D ring, HMC with {NUM_STEPS} leapfrog steps of {STEP_SIZE}; torch threads = {torch.get_num_threads()}")
+    print(f"{'sampler':44s}{'chains':>7s}{'chain-steps/s':>15s}{'vs Pyro MCMC':>14s}{'accept':>8s}")
+    for name, chains, rate, acc in rows:
+        print(f"{name:44s}{chains:7d}{rate:15,.0f}{rate / pyro_rate:13.0f}x{acc:8.2f}")
+    print("\nMLP energy (2 -> 64 -> 64 -> 1, SiLU) on a Normal(0, 3) base, same HMC settings")
+    for name, chains, rate, acc in mlp_rows:
+        print(f"{name:44s}{chains:7d}{rate:15,.0f}{'':14s}{acc:8.2f}")
+    table = {(name, chains): rate for name, chains, rate, _ in rows}
+    for chains in (256, 4096):
+        program = table[("pyro_ebm HMC, Pyro program", chains)]
+        raw = table[("pyro_ebm HMC, raw torch energy", chains)]
+        line = f"{chains} chains: Pyro program {raw / program:.2f}x slower than the raw energy (goal <= 2x)"
+        if ebmkit is not None:
+            kit = table[("ebmkit HMC, raw torch energy", chains)]
+            line += f"; pyro_ebm / ebmkit on the raw energy = {raw / kit:.2f}x, Pyro program / ebmkit = {program / kit:.2f}x"
+        print(line)
+    print("\ngoals: >= 100x Pyro's MCMC at 256 chains; program at most 2x the raw energy; ahead of ebmkit")
+
+
+if __name__ == "__main__":
+    main()
