@@ -51,6 +51,19 @@ def test_same_seed_same_samples_and_different_seed_different():
     assert not torch.equal(a.x, c.x)
 
 
+@pytest.mark.parametrize("kernel, model", [
+    (ebm.samplers.MALA, ebm.models.GaussianEnergy(2)),
+    (ebm.samplers.Langevin, ebm.models.GaussianEnergy(2)),
+    (ebm.samplers.NUTS, ebm.models.GaussianEnergy(2)),
+    (ebm.samplers.Gibbs, ebm.models.IsingModel(4)),
+    (ebm.samplers.BlockGibbs, ebm.models.RBM(4, 2)),
+])
+def test_same_seed_same_samples_for_every_kernel(kernel, model):
+    a = ebm.sample(model, kernel(), num_chains=3, num_samples=5, seed=3, progress_bar=False)
+    b = ebm.sample(model, kernel(), num_chains=3, num_samples=5, seed=3, progress_bar=False)
+    assert torch.equal(a.x, b.x)
+
+
 def test_seed_leaves_global_random_state_alone():
     torch.manual_seed(5)
     expected = torch.rand(3)
