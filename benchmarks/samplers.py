@@ -154,11 +154,11 @@ def main(argv=None):
     rows.append(("pyro.infer.MCMC(HMC), 1 chain, Pyro program", 1, pyro_rate, pyro_acc))
     for chains in (256, 4096):
         steps = args.steps if chains == 256 else max(20, args.steps // 4)
-        rows.append((f"pyro_ebm HMC, Pyro program", chains, *pyro_ebm_rate(chains, steps)))
-        rows.append((f"pyro_ebm HMC, raw torch energy", chains, *pyro_ebm_rate(chains, steps, potential_fn=ring_energy)))
-        rows.append((f"pyro_ebm HMC adapting, Pyro program", chains, *pyro_ebm_rate(chains, steps, adapt=True)))
+        rows.append(("pyro_ebm HMC, Pyro program", chains, *pyro_ebm_rate(chains, steps)))
+        rows.append(("pyro_ebm HMC, raw torch energy", chains, *pyro_ebm_rate(chains, steps, potential_fn=ring_energy)))
+        rows.append(("pyro_ebm HMC adapting, Pyro program", chains, *pyro_ebm_rate(chains, steps, adapt=True)))
         if ebmkit is not None:
-            rows.append((f"ebmkit HMC, raw torch energy", chains, *ebmkit_rate(chains, steps)))
+            rows.append(("ebmkit HMC, raw torch energy", chains, *ebmkit_rate(chains, steps)))
     # A neural energy, where the network's cost outweighs per-call overheads (256 chains).
     mlp = pyro_ebm.models.MLPEnergy(2, hidden=(64, 64))
     net = mlp.net

@@ -1,7 +1,6 @@
 """Every calibrated gradient-based kernel on targets with known moments (tolerances: see helpers.NUM_SE)."""
 
 import pytest
-import torch
 
 import pyro_ebm as ebm
 from tests.samplers.helpers import (
