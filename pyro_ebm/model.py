@@ -386,7 +386,7 @@ class EnergyModel:
             _check_support(x, fn.support, name)
             own_plate = self._find_own_plate(site, x.shape[0])
             enum_sites = _latent_sites(tr, name)
-            partial = _Structure(name, fn.event_shape, fn.support, own_plate, enum_sites, False, 0)
+            partial = _Structure(name, torch.Size(fn.event_shape), fn.support, own_plate, enum_sites, False, 0)
         # Run once more with the batch plate in place, validated, to find all plate dims.
         with torch.no_grad(), _Validation(True):
             wrapped = _trace(self._conditioned(x), x, batch_plate=own_plate is None)

@@ -163,7 +163,9 @@ class Sampler(MCMCKernel):
         except NotImplementedError:  # an improper base that cannot be sampled (ImproperUniform)
             if m.is_discrete:
                 raise ValueError("the data site's base measure cannot be sampled: pass init=") from None
-            z = torch.rand((num_chains,) + m.event_shape) * 4 - 2  # Pyro's init_to_uniform, radius 2
+            example = m._example
+            z = torch.rand((num_chains,) + m.event_shape, dtype=example.dtype, device=example.device)
+            z = 4 * z - 2  # Pyro's init_to_uniform: uniform in (-2, 2) in unconstrained space
             x = m.transform(z)
         return x.detach()
 

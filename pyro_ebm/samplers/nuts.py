@@ -47,8 +47,8 @@ class NUTS(Sampler):
         if num_chains > MANY_CHAINS:
             warnings.warn(
                 f"NUTS runs Pyro's NUTS on each of the {num_chains} chains in turn (its recursive tree is not "
-                "vectorized), so this costs {num_chains} single-chain runs; use ebm.samplers.HMC or MALA for "
-                "many chains".replace("{num_chains}", str(num_chains)),
+                f"vectorized), so this costs {num_chains} single-chain runs; use ebm.samplers.HMC or MALA for "
+                "many chains",
                 stacklevel=3,
             )
         self.kernels = []

@@ -224,3 +224,17 @@ def test_state_is_a_namedtuple_with_what_the_next_step_needs():
     state, info = hmc.step(state)
     assert info.accept_prob.shape == (5,) and info.divergent.dtype == torch.bool
     assert math.isfinite(float(state.step_size))
+
+
+def test_improper_uniform_base_starts_uniformly_in_unconstrained_space():
+    def model(x=None):
+        x = pyro.sample("x", dist.ImproperUniform(dist.constraints.positive, (), (2,)), obs=x)
+        ebm.factor("e", x.sum(-1) - x.log().sum(-1))  # Gamma(2, 1) per coordinate
+
+    m = ebm.EnergyModel(model)
+    m.log_density(torch.ones(1, 2))  # an improper base cannot be sampled to learn the structure
+    hmc = ebm.samplers.HMC()
+    state = hmc.init(m, num_chains=50)
+    assert bool((state.z.abs() < 2).all())  # uniform in (-2, 2) before the exp transform
+    x = hmc.to_data(state)
+    assert bool((x > 0).all())
