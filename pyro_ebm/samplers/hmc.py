@@ -139,7 +139,8 @@ class HMC(Sampler):
             step_size = step_size.expand(num_chains).clone()
         self._unit_mass = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
         state = HMCState(z, lp, grad, step_size, self._unit_mass)
-        if self.adapt != "none":
+        adapting = self.adapt == "continuous" or (self.adapt == "warmup" and self._warmup_steps > 0)
+        if adapting:  # NB: with adapt="warmup" but no warmup steps, the given step size is kept
             self._windows = adaptation_windows(self._warmup_steps) if self.adapt_mass_matrix else []
             state = state._replace(step_size=self._reasonable_step_size(state))
             self._step_size_adapter.restart(state.step_size)

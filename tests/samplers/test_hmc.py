@@ -161,6 +161,12 @@ def test_adapt_none_keeps_the_given_step_size():
     assert torch.equal(s.last_state.inverse_mass, torch.ones(2))
 
 
+def test_no_warmup_keeps_the_given_step_size():
+    s = ebm.sample(ebm.models.GaussianEnergy(2), ebm.samplers.HMC(step_size=0.37, jitter=0.0), num_chains=4,
+                   num_samples=5, warmup_steps=0, seed=0, progress_bar=False)
+    assert torch.allclose(s.stats["step_size"], torch.full((4, 5), 0.37))
+
+
 def test_trajectory_length_sets_the_number_of_steps():
     s = ebm.sample(ebm.models.GaussianEnergy(2), ebm.samplers.HMC(step_size=0.1, trajectory_length=1.0, adapt="none",
                    jitter=0.0), num_chains=4, num_samples=3, seed=0, progress_bar=False)
