@@ -118,7 +118,8 @@ def test_warmup_adapts_step_size_and_mass_matrix():
     assert torch.allclose(inverse_mass, scales**2, rtol=0.2)
     accept = float(s.stats["accept_prob"].mean())
     assert 0.65 < accept < 0.98  # near the 0.8 target: dual averaging's average step lands a little above it
-    assert torch.equal(s.stats["step_size"][:, 0] * 0 + s.last_state.step_size, s.last_state.step_size.expand(128))
+    ratio = s.stats["step_size"] / s.last_state.step_size  # frozen after warmup, jittered by +-20% around it
+    assert float(ratio.min()) >= 0.8 and float(ratio.max()) <= 1.2
 
 
 def test_per_chain_step_sizes():
