@@ -130,7 +130,8 @@ def find_reasonable_step_size(step_size, log_accept_ratio, *, per_chain=False, m
     direction = torch.where(statistic(step_size) > log_half, 2.0, 0.5)
     for _ in range(max_iterations):
         candidate = step_size * direction
-        crossed = torch.where(direction > 1, statistic(candidate) <= log_half, statistic(candidate) > log_half)
+        above = statistic(candidate) > log_half
+        crossed = torch.where(direction > 1, ~above, above)
         if bool(crossed.all()):
             break
         step_size = torch.where(crossed, step_size, candidate)

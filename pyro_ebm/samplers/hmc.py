@@ -148,9 +148,7 @@ class HMC(Sampler):
 
     def _reasonable_step_size(self, state):
         def log_accept_ratio(eps):
-            r = torch.randn_like(state.z) / state.inverse_mass.sqrt()
-            _, r_new, lp_new = self._trajectory(state, r, eps.unsqueeze(-1) if eps.dim() else eps, 1)
-            return (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
+            return self._proposal(state, eps.expand(state.z.shape[0]), 1)[-1]
 
         return find_reasonable_step_size(state.step_size, log_accept_ratio, per_chain=self.per_chain)
 
@@ -184,6 +182,16 @@ class HMC(Sampler):
         self._last_grad = -z_grads["z"]
         return z_new["z"], r_new["z"], self._last_log_prob
 
+    def _proposal(self, state, step_size, num_steps):
+        """
+        A trajectory from fresh momenta with per-chain step sizes ``(num_chains,)``: the end position, its log
+        density and gradient, and the log acceptance ratio of each chain.
+        """
+        r = torch.randn_like(state.z) / state.inverse_mass.sqrt()
+        z_new, r_new, lp_new = self._trajectory(state, r, step_size.unsqueeze(-1), num_steps)
+        log_ratio = (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
+        return z_new, lp_new, self._last_grad, log_ratio
+
     def _num_steps(self, step_size):
         if self.num_steps is not None:
             return self.num_steps
@@ -197,10 +205,7 @@ class HMC(Sampler):
         if self.jitter:
             eps = base * (1 + self.jitter * (2 * torch.rand_like(base) - 1))
         num_steps = self._num_steps(base)
-        r = torch.randn_like(z) / state.inverse_mass.sqrt()
-        z_new, r_new, lp_new = self._trajectory(state, r, eps.unsqueeze(-1), num_steps)
-        grad_new = self._last_grad
-        log_ratio = (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
+        z_new, lp_new, grad_new, log_ratio = self._proposal(state, eps, num_steps)
         divergent = ~torch.isfinite(log_ratio) | (log_ratio < -self.max_energy_error)
         accept_prob = torch.where(divergent, torch.zeros_like(log_ratio), log_ratio.clamp(max=0.0).exp())
         accepted = (torch.rand_like(accept_prob) < accept_prob) & ~divergent
@@ -222,13 +227,11 @@ class HMC(Sampler):
             return state
         if t < self._warmup_steps:
             step_size = self._step_size_adapter.warmup_update(accept_prob)
-            inverse_mass = state.inverse_mass
             for start, end in self._windows:
                 if start <= t < end:
                     self._mass_adapter.update(state.z)
                 if t == end - 1:
-                    inverse_mass = self._mass_adapter.inverse_mass()
-                    state = state._replace(inverse_mass=inverse_mass)
+                    state = state._replace(inverse_mass=self._mass_adapter.inverse_mass())
                     # Stan: after a new mass matrix, look for a step size again and restart dual averaging.
                     step_size = self._reasonable_step_size(state._replace(step_size=step_size))
                     self._step_size_adapter.restart(step_size)
