@@ -184,11 +184,6 @@ class Sampler(MCMCKernel):
         num_steps = torch.as_tensor(num_steps, device=accept_prob.device)
         return SampleInfo(accept_prob, accepted, divergent, step_size.expand(n), num_steps.expand(n))
 
-    @property
-    def in_warmup(self):
-        """Whether the next step is a warmup step."""
-        return self._t < self._warmup_steps
-
     # ---------------------------------------------------------------- pyro.infer.mcmc.MCMCKernel API
 
     def setup(self, warmup_steps, *args, **kwargs):

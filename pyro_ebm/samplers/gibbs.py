@@ -61,7 +61,6 @@ class BlockGibbs(Sampler):
         with torch.no_grad():
             h = rbm.hidden_given_visible(state.z, beta).sample()
             v = rbm.visible_given_hidden(h, beta).sample()
-        self._t += 1
         ones = torch.ones(v.shape[0], dtype=v.dtype, device=v.device)
         return BlockGibbsState(v, h), self._info(ones, ones.bool(), ~ones.bool(), 0.0, 1)
 
@@ -108,7 +107,6 @@ class Gibbs(Sampler):
             for i in range(z.shape[1]):
                 z, lp, bad = self._update_site(z, lp, i)
                 divergent |= bad
-        self._t += 1
         ones = torch.ones_like(lp)
         return GibbsState(z, lp), self._info(ones, ones.bool(), divergent, 0.0, z.shape[1])
 

@@ -65,5 +65,4 @@ class Langevin(Sampler):
             log_prob=torch.where(accepted, lp_new, state.log_prob),
             grad=torch.where(keep, grad_new, state.grad),
         )
-        self._t += 1
         return new_state, self._info(accepted.to(lp_new.dtype), accepted, divergent, eps.squeeze(-1), 1)

@@ -73,7 +73,6 @@ class NUTS(Sampler):
             accept.append(mean_before + n * (kernel._mean_accept_prob - mean_before))
             divergent.append(len(kernel._divergences) > divergences)
             step_sizes.append(kernel.step_size)
-        self._t += 1
         z = torch.stack(rows)
         accept_prob = torch.tensor(accept, dtype=z.dtype, device=z.device).clamp(0.0, 1.0)
         divergent = torch.tensor(divergent, device=z.device)
