@@ -3,6 +3,9 @@ Chain-steps per second of HMC on the 2-D ring, every sampler with the same numbe
 the same fixed step size (0.1, no adaptation, no jitter), so each chain-step costs the same work:
 
   * pyro_ebm HMC on the ring written as a Pyro program (EnergyModel), 256 and 4096 chains;
+  * the same with ``jit_compile=True``: the leapfrog step (the Pyro program's forward and backward passes and
+    the position/momentum updates) traced once and compiled with torch.compile; the one-off compilation time
+    is printed separately and is not in the rate;
   * pyro_ebm HMC on the same energy as a raw torch function (``potential_fn``), 256 and 4096 chains;
   * pyro_ebm HMC with its default adaptation (dual averaging, mass matrix, jitter) on the Pyro program;
   * ``pyro.infer.MCMC`` with Pyro's HMC kernel on the same Pyro program (one chain: Pyro runs one chain per
@@ -60,18 +63,26 @@ def timed(fn, repeats=1):
     return best, result
 
 
-def pyro_ebm_rate(num_chains, steps, *, model=ring, potential_fn=None, adapt=False, repeats=3):
+COMPILE_SECONDS = {}
+
+
+def pyro_ebm_rate(num_chains, steps, *, model=ring, potential_fn=None, adapt=False, jit=False, repeats=3):
     init = torch.randn(num_chains, 2) * 2
     if adapt:
-        hmc = pyro_ebm.samplers.HMC(num_steps=NUM_STEPS)
+        hmc = pyro_ebm.samplers.HMC(num_steps=NUM_STEPS, jit_compile=jit)
     else:
-        hmc = pyro_ebm.samplers.HMC(step_size=STEP_SIZE, num_steps=NUM_STEPS, adapt="none", jitter=0.0)
+        hmc = pyro_ebm.samplers.HMC(step_size=STEP_SIZE, num_steps=NUM_STEPS, adapt="none", jitter=0.0,
+                                    jit_compile=jit)
+    t0 = time.perf_counter()
     if potential_fn is not None:
         state = hmc.init(potential_fn=potential_fn, num_chains=num_chains, init=init, warmup_steps=steps if adapt else 0)
     else:
         state = hmc.init(model, num_chains=num_chains, init=init, warmup_steps=steps if adapt else 0)
     for _ in range(5):
         state, info = hmc.step(state)
+    if jit:
+        COMPILE_SECONDS[(model if potential_fn is None else potential_fn, num_chains)] = time.perf_counter() - t0
+        assert hmc._compiled_leapfrog.failed is None, hmc._compiled_leapfrog.failed
 
     def run():
         nonlocal state
@@ -157,6 +168,11 @@ def main(argv=None):
         rows.append(("pyro_ebm HMC, Pyro program", chains, *pyro_ebm_rate(chains, steps)))
         rows.append(("pyro_ebm HMC, raw torch energy", chains, *pyro_ebm_rate(chains, steps, potential_fn=ring_energy)))
         rows.append(("pyro_ebm HMC adapting, Pyro program", chains, *pyro_ebm_rate(chains, steps, adapt=True)))
+        rows.append(("pyro_ebm HMC jit_compile, Pyro program", chains, *pyro_ebm_rate(chains, steps, jit=True)))
+        rows.append(("pyro_ebm HMC jit_compile, raw torch energy", chains,
+                     *pyro_ebm_rate(chains, steps, potential_fn=ring_energy, jit=True)))
+        rows.append(("pyro_ebm HMC jit_compile adapting, Pyro program", chains,
+                     *pyro_ebm_rate(chains, steps, adapt=True, jit=True)))
         if ebmkit is not None:
             rows.append(("ebmkit HMC, raw torch energy", chains, *ebmkit_rate(chains, steps)))
     # A neural energy, where the network's cost outweighs per-call overheads (256 chains).
@@ -169,25 +185,32 @@ def main(argv=None):
     mlp_rows = [
         ("pyro_ebm HMC, MLPEnergy (PyroModule)", 256, *pyro_ebm_rate(256, args.steps // 2, model=mlp)),
         ("pyro_ebm HMC, raw MLP energy", 256, *pyro_ebm_rate(256, args.steps // 2, potential_fn=mlp_energy)),
+        ("pyro_ebm HMC jit_compile, MLPEnergy", 256, *pyro_ebm_rate(256, args.steps // 2, model=mlp, jit=True)),
     ]
     if ebmkit is not None:
         mlp_rows.append(("ebmkit HMC, raw MLP energy", 256, *ebmkit_rate(256, args.steps // 2, mlp_energy)))
 
     print(f"2-D ring, HMC with {NUM_STEPS} leapfrog steps of {STEP_SIZE}; torch threads = {torch.get_num_threads()}")
-    print(f"{'sampler':44s}{'chains':>7s}{'chain-steps/s':>15s}{'vs Pyro MCMC':>14s}{'accept':>8s}")
+    print(f"{'sampler':50s}{'chains':>7s}{'chain-steps/s':>15s}{'vs Pyro MCMC':>14s}{'accept':>8s}")
     for name, chains, rate, acc in rows:
-        print(f"{name:44s}{chains:7d}{rate:15,.0f}{rate / pyro_rate:13.0f}x{acc:8.2f}")
+        print(f"{name:50s}{chains:7d}{rate:15,.0f}{rate / pyro_rate:13.0f}x{acc:8.2f}")
     print("\nMLP energy (2 -> 64 -> 64 -> 1, SiLU) on a Normal(0, 3) base, same HMC settings")
     for name, chains, rate, acc in mlp_rows:
-        print(f"{name:44s}{chains:7d}{rate:15,.0f}{'':14s}{acc:8.2f}")
+        print(f"{name:50s}{chains:7d}{rate:15,.0f}{'':14s}{acc:8.2f}")
+    print("\njit_compile: one-off tracing + compilation + 5 steps, seconds (the first also warms up torch.compile)")
+    for (what, chains), seconds in COMPILE_SECONDS.items():
+        name = getattr(what, "__name__", type(what).__name__)
+        print(f"  {name:20s}{chains:6d} chains {seconds:6.1f} s")
     table = {(name, chains): rate for name, chains, rate, _ in rows}
     for chains in (256, 4096):
         program = table[("pyro_ebm HMC, Pyro program", chains)]
         raw = table[("pyro_ebm HMC, raw torch energy", chains)]
         line = f"{chains} chains: Pyro program {raw / program:.2f}x slower than the raw energy (goal <= 2x)"
+        jit = table[("pyro_ebm HMC jit_compile, Pyro program", chains)]
         if ebmkit is not None:
             kit = table[("ebmkit HMC, raw torch energy", chains)]
-            line += f"; pyro_ebm / ebmkit on the raw energy = {raw / kit:.2f}x, Pyro program / ebmkit = {program / kit:.2f}x"
+            line += (f"; vs ebmkit on its raw energy: Pyro program {program / kit:.2f}x eager, "
+                     f"{jit / kit:.2f}x jit_compile (pyro_ebm on the raw energy, eager: {raw / kit:.2f}x)")
         print(line)
     print("\ngoals: >= 100x Pyro's MCMC at 256 chains; program at most 2x the raw energy; ahead of ebmkit")
     print("\nESS per second (smallest coordinate), 10-D Gaussian with sds 0.3..3, 256 chains, 300 + 500 steps")

@@ -337,8 +337,8 @@ class EnergyModel:
                             if s.own_plate is None:
                                 stack.enter_context(pyro.plate(BATCH_PLATE, B, dim=-1))
                             _run_model(self._conditioned(x), x, validate)
-        tr = tracer.trace
-        tr.compute_log_prob(site_filter=lambda name, site: not _is_ignored(site))
+            tr = tracer.trace
+            tr.compute_log_prob(site_filter=lambda name, site: not _is_ignored(site))  # NB: no NaN scan unvalidated
         log_factors = OrderedDict()
         tr.pack_tensors()
         for site in tr.nodes.values():

@@ -65,6 +65,8 @@ class Sampler(MCMCKernel):
     :param model: optional model (for use under ``pyro.infer.MCMC``).
     :param callable potential_fn: optional energy function instead of a model.
     :param int num_chains: chains to run under ``pyro.infer.MCMC``.
+    :param bool jit_compile: (gradient samplers) compile the log density and its gradient, as Pyro's
+        ``HMC(jit_compile=True)`` does; see :class:`~pyro_ebm.ops.jit.CompiledValueAndGrad`.
     """
 
     #: Whether the kernel leaves the target invariant (unadjusted Langevin does not).
@@ -72,12 +74,13 @@ class Sampler(MCMCKernel):
     #: Whether the kernel needs continuous data (gradient-based) or discrete data (Gibbs).
     supports = "continuous"
 
-    def __init__(self, model=None, potential_fn=None, *, num_chains=1):
+    def __init__(self, model=None, potential_fn=None, *, num_chains=1, jit_compile=False):
         if model is not None and potential_fn is not None:
             raise ValueError("give a model or a potential_fn, not both")
         self.model = model
         self.potential_fn = potential_fn
         self.num_chains = num_chains
+        self.jit_compile = jit_compile
         self.target = None
         self.transforms = {}  # NB: pyro.infer.MCMC receives samples already in the data's own space
         self._initial_params = None
@@ -110,7 +113,7 @@ class Sampler(MCMCKernel):
         if not isinstance(num_chains, int) or num_chains < 1:
             raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
         event_shape = None if init is None else torch.as_tensor(init).shape[1:]
-        self.target = Target(model, potential_fn=potential_fn, event_shape=event_shape)
+        self.target = Target(model, potential_fn=potential_fn, event_shape=event_shape, jit_compile=self.jit_compile)
         self._check_support_kind()
         x = self._initial_chains(num_chains, init)
         self._warmup_steps = int(warmup_steps)
@@ -124,6 +127,20 @@ class Sampler(MCMCKernel):
     @abstractmethod
     def _init_state(self, z):
         """The sampler's state for flat chains ``z`` ``(num_chains, D)`` in the sampler's space."""
+
+    def refresh(self, state):
+        """
+        Recompute what ``state`` caches about the target (log density, gradient) after the model's parameters
+        changed -- as between the updates of PCD. The chains, step size and mass matrix are kept. Without it,
+        the next Metropolis test compares a proposal under the new parameters with a stale log density.
+        """
+        if "grad" in state._fields:
+            log_prob, grad = self.target.log_prob_and_grad(state.z)
+            return state._replace(log_prob=log_prob, grad=grad)
+        if "log_prob" in state._fields:
+            with torch.no_grad():
+                return state._replace(log_prob=self.target.log_prob(state.z))
+        return state
 
     def to_data(self, state):
         """The chains of ``state`` in the data's own space, ``(num_chains, *event_shape)``."""

@@ -35,12 +35,15 @@ class Langevin(Sampler):
 
     :param float step_size: :math:`\epsilon` (a number, or a tensor with one value per chain).
     :param float noise_scale: :math:`s`; 1 is Langevin dynamics proper.
+    :param bool jit_compile: compile the log density and its gradient (see :class:`HMC`).
     """
 
     is_calibrated = False
 
-    def __init__(self, model=None, potential_fn=None, *, step_size=0.1, noise_scale=1.0, num_chains=1):
-        super().__init__(model, potential_fn, num_chains=num_chains)
+    def __init__(
+        self, model=None, potential_fn=None, *, step_size=0.1, noise_scale=1.0, num_chains=1, jit_compile=False
+    ):
+        super().__init__(model, potential_fn, num_chains=num_chains, jit_compile=jit_compile)
         if not bool(torch.all(torch.as_tensor(step_size) > 0)):
             raise ValueError(f"step_size must be positive, got {step_size}")
         if noise_scale < 0:

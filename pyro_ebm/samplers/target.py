@@ -1,9 +1,11 @@
 """Target: the log density a sampler sees, for all chains at once, in the space the sampler works in."""
 
+import pyro
 import torch
 from torch.distributions import constraints
 
 from pyro_ebm.model import as_energy_model
+from pyro_ebm.ops.jit import CompiledFunction, value_and_grad
 
 
 class Target:
@@ -22,9 +24,11 @@ class Target:
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param callable potential_fn: an energy over :math:`\mathbb{R}^{event\_shape}` instead of a model.
     :param event_shape: the event shape; required with ``potential_fn``.
+    :param bool jit_compile: trace the log density and its gradient once per chain shape and compile them
+        (:class:`~pyro_ebm.ops.jit.CompiledFunction`); the first evaluation pays for the compilation.
     """
 
-    def __init__(self, model=None, *, potential_fn=None, event_shape=None):
+    def __init__(self, model=None, *, potential_fn=None, event_shape=None, jit_compile=False):
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model and potential_fn")
         if potential_fn is not None:
@@ -42,6 +46,11 @@ class Target:
             self.is_discrete = self.model.is_discrete
             self.transform = None if self.is_discrete or _is_real(self.model.support) else self.model.transform
         self.dim = self.event_shape.numel()
+        self.jit_compile = jit_compile
+        self._eager_log_prob_and_grad = value_and_grad(self.log_prob)
+        self._compiled = None
+        if jit_compile:
+            self._compiled = CompiledFunction(self._eager_log_prob_and_grad, key_fn=param_store_key)
 
     # ---------------------------------------------------------------- spaces
 
@@ -78,16 +87,19 @@ class Target:
         return self.model.unconstrained_log_density(x, validate=False)
 
     def log_prob_and_grad(self, z):
-        """Log density and its gradient in ``z``, both detached."""
-        with torch.enable_grad():
-            z = z.detach().requires_grad_(True)
-            lp = self.log_prob(z)
-            (grad,) = torch.autograd.grad(lp.sum(), z)
-        return lp.detach(), grad
+        """Log density and its gradient in ``z``, both detached (compiled with ``jit_compile=True``)."""
+        if self._compiled is not None:
+            return self._compiled(z)
+        return self._eager_log_prob_and_grad(z)
 
     def __repr__(self):
         what = repr(self.model) if self.model is not None else f"potential_fn={self.potential_fn!r}"
         return f"Target({what}, event_shape={tuple(self.event_shape)})"
+
+
+def param_store_key():
+    # NB: parameters are captured by reference; a replaced tensor (cleared or reloaded param store) must retrace.
+    return tuple(id(p) for _, p in pyro.get_param_store().named_parameters())
 
 
 def _is_real(support):

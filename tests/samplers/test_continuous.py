@@ -19,6 +19,8 @@ KERNELS = {
     "hmc": lambda: ebm.samplers.HMC(),
     "hmc_per_chain": lambda: ebm.samplers.HMC(per_chain=True, trajectory_length=1.5),
     "mala": lambda: ebm.samplers.MALA(),
+    # the same HMC with the leapfrog step traced and compiled (fwd + bwd of the Pyro program in one kernel)
+    "hmc_jit": lambda: ebm.samplers.HMC(jit_compile=True),
 }
 
 

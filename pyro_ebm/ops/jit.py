@@ -1,0 +1,133 @@
+"""
+Compiled value-and-gradient of a batched log density: the ``jit_compile=True`` path of the gradient samplers.
+
+Pyro's own ``jit_compile=True`` (``pyro.ops.jit``) traces the potential with ``torch.jit.trace``, which PyTorch
+has deprecated. Here the whole evaluation -- the Pyro program's forward pass *and* its backward pass for the
+gradient -- is traced once to a graph of ATen operations with ``make_fx`` and handed to ``torch.compile``.
+The Python of the Pyro program (messengers, distribution objects, plates) then runs once per trace instead of
+once per leapfrog step, and the inductor backend fuses the elementwise work of both passes.
+"""
+
+import warnings
+
+import torch
+
+__all__ = ["CompiledFunction", "value_and_grad"]
+
+_MAX_CACHED_GRAPHS = 8
+
+
+def value_and_grad(fn):
+    """``z -> (fn(z), d sum(fn(z)) / dz)``, both detached, for a batched ``fn: (B, ...) -> (B,)``."""
+
+    def value_and_grad_fn(z):
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            value = fn(z)
+            (grad,) = torch.autograd.grad(value.sum(), z)
+        return value.detach(), grad
+
+    return value_and_grad_fn
+
+
+class CompiledFunction:
+    r"""
+    A function of tensors, traced on first use for each combination of input shapes, dtypes and devices, and
+    compiled with :func:`torch.compile`.
+
+    The trace (``make_fx``) records the ATen operations the function runs, including those of any
+    ``torch.autograd.grad`` call inside it, so a Pyro program's forward pass *and* its backward pass become one
+    graph and the Python around them (messengers, distribution objects, plates) runs once per trace. The trace
+    is symbolic in the tensors' values (fake tensors), so Python control flow that depends on them
+    (``if energy.sum() > 0:``) cannot be baked in silently: tracing then fails, a warning names the reason, and
+    the function runs eagerly from then on. Tensors the function reads but does not receive -- model parameters
+    -- are captured by reference, so in-place updates (every ``torch.optim`` / ``pyro.optim`` step) are seen by
+    the compiled code; ``key_fn`` returns a hashable that changes when such tensors are *replaced* (e.g. the ids
+    of the param store's tensors), which forces a new trace. After each trace the compiled result is checked
+    against the eager one on the tracing inputs.
+
+    :param callable fn: a function of tensors returning a tuple of tensors.
+    :param callable key_fn: optional zero-argument function whose result is part of the cache key.
+    :param bool compile: compile the traced graph with :func:`torch.compile` (inductor); with ``False`` the
+        traced graph runs as it is (no autograd bookkeeping, but one Python call per operation).
+    """
+
+    def __init__(self, fn, *, key_fn=None, compile=True):
+        self.fn = fn
+        self.key_fn = key_fn
+        self.compile = compile
+        self._graphs = {}
+        self._failed = None
+
+    @property
+    def failed(self):
+        """Why compilation was abandoned (the function then runs eagerly), or ``None``."""
+        return self._failed
+
+    def __call__(self, *args):
+        if self._failed is not None:
+            return self.fn(*args)
+        key = tuple((a.shape, a.dtype, a.device) for a in args)
+        key = key + ((None if self.key_fn is None else self.key_fn()),)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._build(args)
+            if graph is None:
+                return self.fn(*args)
+            if len(self._graphs) >= _MAX_CACHED_GRAPHS:
+                self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[key] = graph
+        with torch.no_grad():  # NB: the graph holds its backward pass as plain operations; no autograd around it
+            return graph(*args)
+
+    def _build(self, args):
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        args = tuple(a.detach() for a in args)
+        try:
+            # NB: fake tensors make data-dependent Python control flow an error instead of a silent branch;
+            # parameters are real tensors read from the closure, captured by reference.
+            # NB: a *args wrapper, since make_fx miscounts the arguments of bound methods.
+            graph = make_fx(lambda *a: self.fn(*a), tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
+        except Exception as e:  # noqa: BLE001 -- any tracing failure means: run eagerly, and say why
+            return self._give_up(f"tracing failed ({type(e).__name__}: {_first_line(e)})")
+        expected = self.fn(*args)
+        compiled = graph
+        if self.compile:
+            try:
+                with torch.no_grad(), warnings.catch_warnings():
+                    # NB: torch's own compile stack still calls its deprecated torch.jit.script_method
+                    warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*", category=DeprecationWarning)
+                    compiled = torch.compile(graph, dynamic=False)
+                    actual = compiled(*args)
+            except Exception as e:  # noqa: BLE001 -- e.g. no C++ compiler for inductor on this machine
+                warnings.warn(
+                    f"jit_compile: torch.compile failed ({type(e).__name__}: {_first_line(e)}); running the traced "
+                    "graph uncompiled",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                compiled = graph
+        if compiled is graph:
+            with torch.no_grad():
+                actual = graph(*args)
+        if not all(_close(a, e) for a, e in zip(actual, expected)):
+            return self._give_up("the compiled function disagrees with the eager one on the tracing input")
+        return compiled
+
+    def _give_up(self, reason):
+        self._failed = reason
+        warnings.warn(f"jit_compile: {reason}; running eagerly", RuntimeWarning, stacklevel=5)
+
+
+def _close(actual, expected):
+    # NB: compiled kernels may reorder and fuse floating-point operations: allow ~1000 ulps of the output's scale.
+    finite = torch.isfinite(expected)
+    scale = float(expected[finite].abs().max()) if bool(finite.any()) else 1.0
+    tol = 1024 * torch.finfo(expected.dtype).eps * max(scale, 1.0)
+    return actual.shape == expected.shape and torch.allclose(actual, expected, rtol=0.0, atol=tol, equal_nan=True)
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
