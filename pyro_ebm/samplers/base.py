@@ -115,7 +115,7 @@ class Sampler(MCMCKernel):
         event_shape = None if init is None else torch.as_tensor(init).shape[1:]
         self.target = Target(model, potential_fn=potential_fn, event_shape=event_shape, jit_compile=self.jit_compile)
         self._check_support_kind()
-        x = self._initial_chains(num_chains, init)
+        x = self.initial_chains(num_chains, init)
         self._warmup_steps = int(warmup_steps)
         self._t = 0
         return self._init_state(self.target.from_data(x))
@@ -161,7 +161,12 @@ class Sampler(MCMCKernel):
                 "ebm.samplers.HMC, MALA or Langevin"
             )
 
-    def _initial_chains(self, num_chains, init):
+    def initial_chains(self, num_chains, init=None):
+        """
+        Initial chains in the data's own space, ``(num_chains, *event_shape)``: ``init`` checked against the
+        model, or draws from the model's base measure (uniform in ``(-2, 2)`` in unconstrained space when the
+        base is improper and continuous, as Pyro's ``init_to_uniform``). Needs :meth:`init` to have run.
+        """
         if init is not None:
             x = torch.as_tensor(init)
             if x.shape[0] != num_chains:

@@ -1,0 +1,234 @@
+"""Maximum likelihood with an MCMC negative phase: persistent contrastive divergence (PCD / SML) and CD-k."""
+
+import torch
+
+from pyro_ebm.infer.objective import TrainingError, TrainingObjective
+from pyro_ebm.samplers.base import Sampler
+
+_INIT_CHOICES = ("data", "base")
+
+
+class _ContrastiveDivergence(TrainingObjective):
+    r"""
+    Shared machinery of :class:`PCD` and :class:`CD`: the surrogate loss
+    :math:`\overline{E(x_{data})} - \overline{E(x_{neg})}` (negatives held fixed), whose gradient is the
+    log-likelihood gradient :math:`\mathbb E_{data}[\nabla_\theta E] - \mathbb E_{model}[\nabla_\theta E]` with the
+    model expectation replaced by the chains' average, plus an optional energy regularizer.
+    """
+
+    def __init__(self, model, sampler, optim, *, num_steps, energy_l2, divergence_patience):
+        super().__init__(model, optim)
+        if not isinstance(sampler, Sampler):
+            raise TypeError(
+                f"sampler must be one of ebm.samplers (HMC, MALA, Langevin, Gibbs, BlockGibbs, ...), got "
+                f"{type(sampler).__name__}"
+            )
+        if not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"the number of sampler steps per update must be a positive int, got {num_steps!r}")
+        if energy_l2 < 0:
+            raise ValueError(f"energy_l2 must be non-negative, got {energy_l2}")
+        if not isinstance(divergence_patience, int) or divergence_patience < 1:
+            raise ValueError(f"divergence_patience must be a positive int, got {divergence_patience!r}")
+        if getattr(sampler, "adapt", None) == "warmup":
+            # NB: the model moves under the chains; a step size frozen after warmup made PCD diverge (DESIGN.md).
+            sampler.adapt = "continuous"
+        self.sampler = sampler
+        self.num_steps = num_steps
+        self.energy_l2 = energy_l2
+        self.divergence_patience = divergence_patience
+        self._divergent_updates = 0
+        #: The sampler state of the negative chains (``None`` before the first step).
+        self.state = None
+        #: :class:`~pyro_ebm.samplers.SampleInfo` of the last sampler step.
+        self.info = None
+
+    @property
+    def chains(self):
+        """The negative chains in the data's own space, ``(num_chains, *event_shape)`` (``None`` before the first
+        step)."""
+        return None if self.state is None else self.sampler.to_data(self.state).detach()
+
+    def loss(self, batch):
+        r"""
+        :math:`\overline{E(x_{data})} - \overline{E(x_{neg})} + \alpha\,(\overline{E(x_{data})^2} +
+        \overline{E(x_{neg})^2})` on ``batch`` and the current chains (held fixed), with :math:`\alpha` =
+        ``energy_l2``. The batch is validated (shape, support, finite energy).
+        """
+        if self.state is None:
+            raise RuntimeError(f"{type(self).__name__} has no negative samples yet: call step(batch) first")
+        batch = torch.as_tensor(batch)
+        chains = self.chains
+        if batch.shape[1:] == chains.shape[1:]:
+            # NB: one pass over data and negatives together halves the Pyro program's per-call overhead
+            energy = self.model.energy(torch.cat([batch.to(chains.dtype), chains]))
+            e_data, e_neg = energy[: batch.shape[0]], energy[batch.shape[0] :]
+        else:  # a wrong shape: let the validated path name the problem
+            e_data, e_neg = self.model.energy(batch), self.model.energy(chains, validate=False)
+        loss = e_data.mean() - e_neg.mean()
+        if self.energy_l2:
+            loss = loss + self.energy_l2 * ((e_data**2).mean() + (e_neg**2).mean())
+        return loss
+
+    def _advance(self):
+        """``num_steps`` sampler steps with the parameters held fixed; raises if no chain made a valid move."""
+        any_valid = None
+        for _ in range(self.num_steps):
+            self.state, self.info = self.sampler.step(self.state)
+            valid = ~self.info.divergent
+            any_valid = valid if any_valid is None else any_valid | valid
+        # NB: one all-divergent update is survivable (the chains stay valid draws of the previous model and an
+        # adapting step size shrinks); a run of them means the energy has blown up.
+        self._divergent_updates = 0 if bool(any_valid.any()) else self._divergent_updates + 1
+        if self._divergent_updates >= self.divergence_patience:
+            step = self.num_updates + 1
+            raise TrainingError(
+                f"step {step}: all {len(any_valid)} chains were divergent in the negative phase for "
+                f"{self._divergent_updates} updates in a row (step size {float(self.info.step_size.mean()):.3g}); "
+                f"parameters are kept from step {step - 1}. The energy has probably blown up: lower the learning "
+                "rate, add energy_l2, or use a smaller step size."
+            )
+
+    def _restart_at(self, x):
+        """Put the chains at ``x`` (data space), keeping the sampler's adapted settings where the shapes allow."""
+        state = self.state
+        if x.shape[0] != state.z.shape[0]:
+            per_chain = "h" in state._fields or ("step_size" in state._fields and state.step_size.dim() > 0)
+            if per_chain:  # per-chain parts cannot follow a change in the number of chains: start afresh
+                self.state = self.sampler.init(self.model, num_chains=x.shape[0], init=x)
+                return
+        z = self.sampler.target.from_data(x.to(state.z.dtype))
+        self.state = self.sampler.refresh(state._replace(z=z))
+
+
+class PCD(_ContrastiveDivergence):
+    r"""
+    Persistent contrastive divergence (Tieleman 2008), also called stochastic maximum likelihood (Younes 1989):
+    maximum likelihood where the negative phase :math:`\mathbb E_{model}[\nabla_\theta E]` is estimated from
+    MCMC chains that persist across parameter updates.
+
+    ``loss = pcd.step(batch)`` works like :meth:`pyro.infer.SVI.step`: it advances the persistent chains
+    (:attr:`chains`) by ``num_steps`` sampler steps with the parameters held fixed, then takes one step of the
+    ``pyro.optim`` optimizer on :math:`\overline{E(x_{data})} - \overline{E(x_{neg})}` (plus
+    ``energy_l2`` times the mean squared energies, as Du & Mordatch 2019), and returns that loss. Its value
+    is not a log-likelihood: it is near 0 when the chains match the data, and its gradient is the
+    log-likelihood's.
+
+    Any sampler of :mod:`ebm.samplers <pyro_ebm.samplers>` is the negative phase: HMC, MALA or Langevin for
+    continuous data, BlockGibbs or Gibbs for discrete data. An HMC or MALA given with its default
+    ``adapt="warmup"`` is switched to ``adapt="continuous"``: the model moves under the chains, so the step
+    size keeps tracking its target acceptance (pass ``adapt="none"`` to freeze it). Before each negative
+    phase the sampler's cached log densities are recomputed for the new parameters
+    (:meth:`~pyro_ebm.samplers.Sampler.refresh`).
+
+    :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
+    :param sampler: an :mod:`ebm.samplers <pyro_ebm.samplers>` kernel.
+    :param optim: a ``pyro.optim`` optimizer, e.g. ``pyro.optim.Adam({"lr": 1e-3})``.
+    :param int num_chains: number of persistent chains.
+    :param int num_steps: sampler steps per update.
+    :param init: where the chains start: ``"data"`` (rows of the first batch, drawn with replacement when
+        there are more chains than rows), ``"base"`` (the model's base measure), or a tensor
+        ``(num_chains, *event_shape)``.
+    :param float reinit_prob: each step, restart this fraction of the chains (chosen at random) from the
+        data batch (``init="data"``) or the base measure (otherwise): the replay buffer of Du & Mordatch
+        (2019), which keeps the chains from collapsing onto a few modes.
+    :param float energy_l2: weight :math:`\alpha` of the energy regularizer.
+    :param int divergence_patience: a :class:`~pyro_ebm.infer.TrainingError` is raised when every chain has
+        been divergent in this many updates in a row (one such update is survivable: the chains stay valid
+        draws of the previous model, and an adapting step size shrinks).
+
+    Example::
+
+        >>> model = ebm.models.RBM(64, 16)
+        >>> pcd = ebm.infer.PCD(model, ebm.samplers.BlockGibbs(), pyro.optim.SGD({"lr": 0.05}), num_chains=20)
+        >>> for epoch in range(30):                                       # doctest: +SKIP
+        ...     for batch in data.split(20):
+        ...         loss = pcd.step(batch)
+
+    References
+
+    [1] T. Tieleman, "Training restricted Boltzmann machines using approximations to the likelihood
+        gradient", ICML 2008.
+    [2] L. Younes, "Parametric inference for imperfectly observed Gibbsian fields", 1989.
+    [3] Y. Du, I. Mordatch, "Implicit generation and generalization in energy-based models", NeurIPS 2019.
+    """
+
+    def __init__(self, model, sampler, optim, *, num_chains=100, num_steps=1, init="data", reinit_prob=0.0,
+                 energy_l2=0.0, divergence_patience=20):
+        super().__init__(model, sampler, optim, num_steps=num_steps, energy_l2=energy_l2,
+                         divergence_patience=divergence_patience)
+        if not isinstance(num_chains, int) or num_chains < 1:
+            raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
+        if not (isinstance(init, str) and init in _INIT_CHOICES) and not torch.is_tensor(init):
+            raise ValueError(f"init must be 'data', 'base' or a tensor of initial chains, got {init!r}")
+        if torch.is_tensor(init) and init.shape[0] != num_chains:
+            raise ValueError(
+                f"init must have one row per chain, shape ({num_chains}, *event_shape); got {tuple(init.shape)}"
+            )
+        if not 0 <= reinit_prob <= 1:
+            raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob}")
+        self.num_chains = num_chains
+        self.init = init
+        self.reinit_prob = reinit_prob
+        self._refresh = False
+
+    def _draw(self, batch, num):
+        """``num`` fresh starting points: rows of ``batch`` (``init="data"``) or base-measure draws."""
+        if isinstance(self.init, str) and self.init == "data":
+            batch = torch.as_tensor(batch)
+            if num <= batch.shape[0]:
+                idx = torch.randperm(batch.shape[0], device=batch.device)[:num]
+            else:
+                idx = torch.randint(batch.shape[0], (num,), device=batch.device)
+            return batch[idx].detach()
+        return self.sampler.initial_chains(num)
+
+    def _prepare(self, batch):
+        if self.state is None:
+            init = self.init if torch.is_tensor(self.init) else None
+            if isinstance(self.init, str) and self.init == "data":
+                self.model.log_density(batch)  # validates the batch before chains start from it
+                init = self._draw(batch, self.num_chains)
+            self.state = self.sampler.init(self.model, num_chains=self.num_chains, init=init)
+        else:
+            if self.reinit_prob > 0:
+                x = self.chains
+                restart = torch.rand(x.shape[0], device=x.device) < self.reinit_prob
+                if bool(restart.any()):
+                    fresh = self._draw(batch, x.shape[0]).to(x.dtype)
+                    mask = restart.reshape((-1,) + (1,) * (x.dim() - 1))
+                    self.state = self.state._replace(z=self.sampler.target.from_data(torch.where(mask, fresh, x)))
+            # NB: the parameters changed since the chains' log densities were cached
+            self.state = self.sampler.refresh(self.state)
+        self._advance()
+
+
+class CD(_ContrastiveDivergence):
+    r"""
+    Contrastive divergence CD-k (Hinton 2002): the negative chains start at the data batch at every step and
+    take ``k`` sampler steps; otherwise as :class:`PCD`. Cheap and biased (the chains never get far from the
+    data); PCD is usually preferred for likelihood.
+
+    :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
+    :param sampler: an :mod:`ebm.samplers <pyro_ebm.samplers>` kernel.
+    :param optim: a ``pyro.optim`` optimizer.
+    :param int k: sampler steps from the data.
+    :param float energy_l2: weight of the energy regularizer.
+    :param int divergence_patience: as in :class:`PCD`.
+
+    References
+
+    [1] G. Hinton, "Training products of experts by minimizing contrastive divergence", Neural Computation 2002.
+    """
+
+    def __init__(self, model, sampler, optim, *, k=1, energy_l2=0.0, divergence_patience=20):
+        super().__init__(model, sampler, optim, num_steps=k, energy_l2=energy_l2,
+                         divergence_patience=divergence_patience)
+        self.k = k
+
+    def _prepare(self, batch):
+        batch = torch.as_tensor(batch).detach()
+        if self.state is None:
+            self.state = self.sampler.init(self.model, num_chains=batch.shape[0], init=batch)
+        else:
+            self._restart_at(batch)
+        self._advance()
