@@ -205,6 +205,13 @@ class EnergyModel:
         lp = self._log_density(x, validate)
         return lp if len(batch_shape) == 1 else lp.reshape(batch_shape)
 
+    def check_data(self, x):
+        """
+        ``x`` checked without running the model: converted to a floating tensor of the model's dtype, its shape
+        and support checked (``ValueError`` naming the problem), flattened to ``(batch, *event_shape)``.
+        """
+        return self._prepare(x, True)[0]
+
     def energy(self, x, *, validate=True):
         """Energy :math:`E(x) = -\\log \\tilde p(x)` of each example; see :meth:`log_density`."""
         return -self.log_density(x, validate=validate)

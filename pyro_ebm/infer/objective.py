@@ -8,6 +8,7 @@ from pyro import poutine
 from pyro.infer.util import zero_grads
 
 from pyro_ebm.model import as_energy_model
+from pyro_ebm.ops.jit import CompiledFunction, param_store_key
 
 
 class TrainingError(RuntimeError):
@@ -23,36 +24,53 @@ class TrainingObjective(ABC):
     takes one step of the ``pyro.optim`` optimizer on them, zeroes their gradients and returns the loss as a
     float. ``obj.evaluate_loss(batch)`` computes the loss without any update.
 
-    A non-finite loss raises :class:`TrainingError` naming the step, before the optimizer is touched, so the
-    parameters stay those of the last good step.
+    A non-finite loss or gradient raises :class:`TrainingError` naming the step, before the optimizer is
+    touched, so the parameters stay those of the last good step.
 
-    Subclasses implement :meth:`loss` and may override :meth:`_prepare` (work before the loss, with the
-    parameters held fixed: e.g. PCD's negative phase).
+    With ``jit_compile=True`` the loss and its gradients in the parameters are traced once (after a first eager
+    step has found the parameters) and compiled (:class:`~pyro_ebm.ops.jit.CompiledFunction`); the batch is
+    then checked for shape and support without running the model.
+
+    Subclasses implement :meth:`_loss(batch, *inputs, validate) <_loss>` and may override
+    :meth:`_loss_inputs` (further tensors the loss reads, e.g. PCD's chains) and :meth:`_prepare` (work before
+    the loss with the parameters held fixed: e.g. PCD's negative phase).
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param optim: a :class:`pyro.optim.PyroOptim` (e.g. ``pyro.optim.Adam({"lr": 1e-3})``).
+    :param bool jit_compile: compile the loss and its parameter gradients.
     """
 
-    def __init__(self, model, optim):
+    def __init__(self, model, optim, *, jit_compile=False):
         if not isinstance(optim, pyro.optim.PyroOptim):
             raise TypeError(
                 f"optim must be a pyro.optim optimizer (e.g. pyro.optim.Adam({{'lr': 1e-3}})), got {type(optim).__name__}"
             )
         self.model = as_energy_model(model)
         self.optim = optim
+        self.jit_compile = jit_compile
         #: Number of optimizer steps taken so far.
         self.num_updates = 0
+        self._params = None  # (key, parameters) found by the last eager step, for the compiled loss
+        self._compiled = CompiledFunction(self._loss_and_grads, key_fn=param_store_key) if jit_compile else None
 
     @abstractmethod
+    def _loss(self, batch, *inputs, validate=True):
+        """The differentiable surrogate loss (a scalar tensor) on ``batch`` and ``inputs``."""
+
+    def _loss_inputs(self):
+        """Tensors besides the batch that the loss reads (default: none)."""
+        return ()
+
     def loss(self, batch):
-        """The differentiable surrogate loss on ``batch`` (a scalar tensor)."""
+        """The differentiable surrogate loss on ``batch`` (a scalar tensor), with the batch validated."""
+        return self._loss(batch, *self._loss_inputs())
 
     def _prepare(self, batch):
         """Work before the loss with parameters held fixed (default: none)."""
 
     def step(self, batch):
         """
-        One update: :meth:`_prepare` (e.g. the negative phase), the loss, one optimizer step.
+        One update: :meth:`_prepare` (e.g. the negative phase), the loss and its gradients, one optimizer step.
 
         :param torch.Tensor batch: data ``(batch_size, *event_shape)``.
         :returns: the loss before the update.
@@ -60,29 +78,64 @@ class TrainingObjective(ABC):
         """
         step = self.num_updates + 1
         self._prepare(batch)
+        if self._params is not None and self._params[0] == param_store_key():
+            loss, params = self._compiled_gradients(batch, step)
+        else:
+            loss, params = self._eager_gradients(batch, step)
+        self.optim(params)
+        zero_grads(params)
+        self.num_updates = step
+        return float(loss)
+
+    def _eager_gradients(self, batch, step):
+        """The loss, with gradients accumulated by autograd in the parameters it touched (found by a trace)."""
         with poutine.trace(param_only=True) as param_capture:
             loss = self.loss(batch)
-        value = float(loss.detach())
-        if not torch.isfinite(loss.detach()):
-            raise TrainingError(
-                f"step {step}: the {type(self).__name__} loss is {value}; parameters are kept from step {step - 1}. "
-                "Lower the learning rate, add an energy regularizer, or check the data."
-            )
+        self._check_finite(loss, step)
         params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
         if not params:
             raise TrainingError(f"{type(self).__name__}: the model has no parameters to train")
         loss.backward()
-        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
-        if not grads_ok:
+        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
             zero_grads(params)
+            self._non_finite_gradient(step)
+        if self.jit_compile and self._compiled.failed is None:
+            self._params = (param_store_key(), tuple(params))
+        return loss.detach(), params
+
+    def _compiled_gradients(self, batch, step):
+        """The same through the compiled loss-and-gradients (the batch checked without running the model)."""
+        params = self._params[1]
+        loss, finite, *grads = self._compiled(self.model.check_data(batch), *self._loss_inputs())
+        if not bool(finite):  # NB: one host sync for the loss and every gradient
+            self._check_finite(loss, step)
+            self._non_finite_gradient(step)
+        for p, g in zip(params, grads):
+            p.grad = g
+        return loss, params
+
+    def _non_finite_gradient(self, step):
+        raise TrainingError(
+            f"step {step}: non-finite gradient of the {type(self).__name__} loss; parameters are kept from step "
+            f"{step - 1}."
+        )
+
+    def _check_finite(self, loss, step):
+        if not bool(torch.isfinite(loss.detach())):
             raise TrainingError(
-                f"step {step}: non-finite gradient of the {type(self).__name__} loss; parameters are kept from "
-                f"step {step - 1}."
+                f"step {step}: the {type(self).__name__} loss is {float(loss)}; parameters are kept from step "
+                f"{step - 1}. Lower the learning rate, add an energy regularizer, or check the data."
             )
-        self.optim(params)
-        zero_grads(params)
-        self.num_updates = step
-        return value
+
+    def _loss_and_grads(self, batch, *inputs):
+        """The loss (unvalidated) and its gradients in the parameters found by the last eager step: traced."""
+        params = self._params[1]
+        with torch.enable_grad():
+            loss = self._loss(batch, *inputs, validate=False)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
+        finite = torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]).all()
+        return (loss.detach(), finite) + grads
 
     def evaluate_loss(self, batch):
         """The loss on ``batch`` with no update of parameters or of any persistent state.

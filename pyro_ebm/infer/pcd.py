@@ -16,8 +16,8 @@ class _ContrastiveDivergence(TrainingObjective):
     model expectation replaced by the chains' average, plus an optional energy regularizer.
     """
 
-    def __init__(self, model, sampler, optim, *, num_steps, energy_l2, divergence_patience):
-        super().__init__(model, optim)
+    def __init__(self, model, sampler, optim, *, num_steps, energy_l2, divergence_patience, jit_compile):
+        super().__init__(model, optim, jit_compile=jit_compile)
         if not isinstance(sampler, Sampler):
             raise TypeError(
                 f"sampler must be one of ebm.samplers (HMC, MALA, Langevin, Gibbs, BlockGibbs, ...), got "
@@ -48,19 +48,20 @@ class _ContrastiveDivergence(TrainingObjective):
         step)."""
         return None if self.state is None else self.sampler.to_data(self.state).detach()
 
-    def loss(self, batch):
-        r"""
-        :math:`\overline{E(x_{data})} - \overline{E(x_{neg})} + \alpha\,(\overline{E(x_{data})^2} +
-        \overline{E(x_{neg})^2})` on ``batch`` and the current chains (held fixed), with :math:`\alpha` =
-        ``energy_l2``. The batch is validated (shape, support, finite energy).
-        """
+    def _loss_inputs(self):
         if self.state is None:
             raise RuntimeError(f"{type(self).__name__} has no negative samples yet: call step(batch) first")
+        return (self.chains,)
+
+    def _loss(self, batch, chains, validate=True):
+        r"""
+        :math:`\overline{E(x_{data})} - \overline{E(x_{neg})} + \alpha\,(\overline{E(x_{data})^2} +
+        \overline{E(x_{neg})^2})` on ``batch`` and the chains (held fixed), with :math:`\alpha` = ``energy_l2``.
+        """
         batch = torch.as_tensor(batch)
-        chains = self.chains
         if batch.shape[1:] == chains.shape[1:]:
             # NB: one pass over data and negatives together halves the Pyro program's per-call overhead
-            energy = self.model.energy(torch.cat([batch.to(chains.dtype), chains]))
+            energy = self.model.energy(torch.cat([batch.to(chains.dtype), chains]), validate=validate)
             e_data, e_neg = energy[: batch.shape[0]], energy[batch.shape[0] :]
         else:  # a wrong shape: let the validated path name the problem
             e_data, e_neg = self.model.energy(batch), self.model.energy(chains, validate=False)
@@ -135,6 +136,9 @@ class PCD(_ContrastiveDivergence):
     :param int divergence_patience: a :class:`~pyro_ebm.infer.TrainingError` is raised when every chain has
         been divergent in this many updates in a row (one such update is survivable: the chains stay valid
         draws of the previous model, and an adapting step size shrinks).
+    :param bool jit_compile: trace and compile the loss and its parameter gradients after a first eager step
+        (:class:`~pyro_ebm.infer.TrainingObjective`); give the sampler ``jit_compile=True`` too to compile the
+        negative phase.
 
     Example::
 
@@ -153,9 +157,9 @@ class PCD(_ContrastiveDivergence):
     """
 
     def __init__(self, model, sampler, optim, *, num_chains=100, num_steps=1, init="data", reinit_prob=0.0,
-                 energy_l2=0.0, divergence_patience=20):
+                 energy_l2=0.0, divergence_patience=20, jit_compile=False):
         super().__init__(model, sampler, optim, num_steps=num_steps, energy_l2=energy_l2,
-                         divergence_patience=divergence_patience)
+                         divergence_patience=divergence_patience, jit_compile=jit_compile)
         if not isinstance(num_chains, int) or num_chains < 1:
             raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
         if not (isinstance(init, str) and init in _INIT_CHOICES) and not torch.is_tensor(init):
@@ -214,15 +218,16 @@ class CD(_ContrastiveDivergence):
     :param int k: sampler steps from the data.
     :param float energy_l2: weight of the energy regularizer.
     :param int divergence_patience: as in :class:`PCD`.
+    :param bool jit_compile: as in :class:`PCD`.
 
     References
 
     [1] G. Hinton, "Training products of experts by minimizing contrastive divergence", Neural Computation 2002.
     """
 
-    def __init__(self, model, sampler, optim, *, k=1, energy_l2=0.0, divergence_patience=20):
+    def __init__(self, model, sampler, optim, *, k=1, energy_l2=0.0, divergence_patience=20, jit_compile=False):
         super().__init__(model, sampler, optim, num_steps=k, energy_l2=energy_l2,
-                         divergence_patience=divergence_patience)
+                         divergence_patience=divergence_patience, jit_compile=jit_compile)
         self.k = k
 
     def _prepare(self, batch):

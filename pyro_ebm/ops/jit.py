@@ -10,9 +10,10 @@ once per leapfrog step, and the inductor backend fuses the elementwise work of b
 
 import warnings
 
+import pyro
 import torch
 
-__all__ = ["CompiledFunction", "value_and_grad"]
+__all__ = ["CompiledFunction", "param_store_key", "value_and_grad"]
 
 _MAX_CACHED_GRAPHS = 8
 
@@ -67,20 +68,24 @@ class CompiledFunction:
     def __call__(self, *args):
         if self._failed is not None:
             return self.fn(*args)
+        # NB: compiled code is specialized to its inputs' strides: expanded or sliced inputs are made dense.
+        args = tuple(a.contiguous() for a in args)
         key = tuple((a.shape, a.dtype, a.device) for a in args)
         key = key + ((None if self.key_fn is None else self.key_fn()),)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._build(args)
+            graph, result = self._build(args)
             if graph is None:
-                return self.fn(*args)
+                return result
             if len(self._graphs) >= _MAX_CACHED_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs)))
             self._graphs[key] = graph
+            return result
         with torch.no_grad():  # NB: the graph holds its backward pass as plain operations; no autograd around it
             return graph(*args)
 
     def _build(self, args):
+        """Trace and compile for ``args``; returns the graph (``None`` on failure) and the result for ``args``."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         args = tuple(a.detach() for a in args)
@@ -90,15 +95,21 @@ class CompiledFunction:
             # NB: a *args wrapper, since make_fx miscounts the arguments of bound methods.
             graph = make_fx(lambda *a: self.fn(*a), tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
         except Exception as e:  # noqa: BLE001 -- any tracing failure means: run eagerly, and say why
-            return self._give_up(f"tracing failed ({type(e).__name__}: {_first_line(e)})")
-        expected = self.fn(*args)
+            self._give_up(f"tracing failed ({type(e).__name__}: {_first_line(e)})")
+            return None, self.fn(*args)
+        # NB: the eager and compiled runs start from the same random state, so a sampler's draws can be compared,
+        # and the random stream then stands where one call leaves it (same seed, same draws, with or without jit).
+        devices = sorted({a.device.index for a in args if a.device.type == "cuda"} - {None})
+        with torch.random.fork_rng(devices=devices) as _:
+            expected = self.fn(*args)
         compiled = graph
         if self.compile:
             try:
                 with torch.no_grad(), warnings.catch_warnings():
                     # NB: torch's own compile stack still calls its deprecated torch.jit.script_method
                     warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*", category=DeprecationWarning)
-                    compiled = torch.compile(graph, dynamic=False)
+                    warnings.filterwarnings("ignore", message=".*_prims_common.check.*", category=FutureWarning)
+                    compiled = _inductor(graph, args)
                     actual = compiled(*args)
             except Exception as e:  # noqa: BLE001 -- e.g. no C++ compiler for inductor on this machine
                 warnings.warn(
@@ -112,20 +123,46 @@ class CompiledFunction:
             with torch.no_grad():
                 actual = graph(*args)
         if not all(_close(a, e) for a, e in zip(actual, expected)):
-            return self._give_up("the compiled function disagrees with the eager one on the tracing input")
-        return compiled
+            self._give_up("the compiled function disagrees with the eager one on the tracing input")
+            return None, expected
+        return compiled, actual
 
     def _give_up(self, reason):
         self._failed = reason
         warnings.warn(f"jit_compile: {reason}; running eagerly", RuntimeWarning, stacklevel=5)
 
 
+def _inductor(graph, args):
+    """
+    The traced graph compiled by inductor. NB: straight through ``compile_fx`` where this PyTorch has it: the
+    graph is already a flat ATen graph with no Python left to guard, and ``torch.compile``'s frame evaluation
+    and guards cost ~25 us per call, more than a small compiled potential itself. ``fallback_random``: random
+    operations draw as eager PyTorch does (same seed, same samples, with or without compilation).
+    """
+    options = {"fallback_random": True}
+    try:
+        from torch._inductor.compile_fx import compile_fx
+    except ImportError:  # pragma: no cover -- a PyTorch that moved it: the public, slower route
+        return torch.compile(graph, dynamic=False, options=options)
+    return compile_fx(graph, list(args), config_patches=options)
+
+
+def param_store_key():
+    """The ids of the Pyro param store's tensors: a :class:`CompiledFunction` ``key_fn`` that retraces when a
+    parameter is replaced (a cleared or reloaded param store), since traces capture parameters by reference."""
+    return tuple(id(p) for _, p in pyro.get_param_store().named_parameters())
+
+
 def _close(actual, expected):
     # NB: compiled kernels may reorder and fuse floating-point operations: allow ~1000 ulps of the output's scale.
+    if actual.shape != expected.shape or actual.dtype != expected.dtype:
+        return False
+    if not expected.is_floating_point():  # flags, counts, draws from a discrete distribution: exactly equal
+        return torch.equal(actual, expected)
     finite = torch.isfinite(expected)
     scale = float(expected[finite].abs().max()) if bool(finite.any()) else 1.0
     tol = 1024 * torch.finfo(expected.dtype).eps * max(scale, 1.0)
-    return actual.shape == expected.shape and torch.allclose(actual, expected, rtol=0.0, atol=tol, equal_nan=True)
+    return torch.allclose(actual, expected, rtol=0.0, atol=tol, equal_nan=True)
 
 
 def _first_line(e):

@@ -2,9 +2,11 @@
 
 from typing import NamedTuple
 
+import pyro
 import torch
 
 from pyro_ebm.distributions import support_values
+from pyro_ebm.ops.jit import CompiledFunction, param_store_key
 from pyro_ebm.samplers.base import Sampler
 
 
@@ -27,13 +29,15 @@ class BlockGibbs(Sampler):
     samples :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}` (AIS's intermediate distributions).
 
     :param float beta: inverse temperature (a number, or a tensor with one value per chain).
+    :param bool jit_compile: trace and compile the sweep (:class:`~pyro_ebm.ops.jit.CompiledFunction`).
     """
 
     supports = "discrete"
 
-    def __init__(self, model=None, *, beta=1.0, num_chains=1):
-        super().__init__(model, None, num_chains=num_chains)
+    def __init__(self, model=None, *, beta=1.0, num_chains=1, jit_compile=False):
+        super().__init__(model, None, num_chains=num_chains, jit_compile=jit_compile)
         self.beta = beta
+        self._compiled_sweep = CompiledFunction(self._sweep, key_fn=param_store_key) if jit_compile else None
 
     @property
     def rbm(self):
@@ -56,13 +60,28 @@ class BlockGibbs(Sampler):
             h = self.rbm.hidden_given_visible(z, self._beta(z)).sample()
         return BlockGibbsState(z, h)
 
+    def _sweep(self, z, beta):
+        """h ~ p(h | v = z), then v ~ p(v | h), at inverse temperature ``beta``: what ``jit_compile`` traces."""
+        rbm = self.rbm
+        # NB: no argument validation: its data-dependent checks would also stop the trace
+        with torch.no_grad(), pyro.validation_enabled(False):
+            h = _bernoulli(rbm.hidden_given_visible(z, beta))
+            v = _bernoulli(rbm.visible_given_hidden(h, beta))
+        return v, h
+
     def step(self, state):
-        rbm, beta = self.rbm, self._beta(state.z)
-        with torch.no_grad():
-            h = rbm.hidden_given_visible(state.z, beta).sample()
-            v = rbm.visible_given_hidden(h, beta).sample()
+        beta = self._beta(state.z)
+        sweep = self._compiled_sweep if self._compiled_sweep is not None else self._sweep
+        v, h = sweep(state.z, beta)
         ones = torch.ones(v.shape[0], dtype=v.dtype, device=v.device)
         return BlockGibbsState(v, h), self._info(ones, ones.bool(), ~ones.bool(), 0.0, 1)
+
+
+def _bernoulli(fn):
+    """A draw of independent Bernoullis as ``uniform < p``: NB the same numbers eagerly and compiled in every
+    dtype (compiled ``aten.bernoulli`` draws differently from eager's in float64)."""
+    p = fn.base_dist.probs
+    return (torch.rand_like(p) < p).to(p.dtype)
 
 
 class GibbsState(NamedTuple):

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from pyro.ops.integrator import velocity_verlet
 
-from pyro_ebm.ops.jit import CompiledFunction
+from pyro_ebm.ops.jit import CompiledFunction, param_store_key
 from pyro_ebm.samplers.adaptation import (
     DiagonalMassMatrixAdapter,
     StepSizeAdapter,
@@ -14,7 +14,6 @@ from pyro_ebm.samplers.adaptation import (
     find_reasonable_step_size,
 )
 from pyro_ebm.samplers.base import Sampler
-from pyro_ebm.samplers.target import param_store_key
 
 _ADAPT_MODES = ("warmup", "continuous", "none")
 

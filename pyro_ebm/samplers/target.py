@@ -1,11 +1,10 @@
 """Target: the log density a sampler sees, for all chains at once, in the space the sampler works in."""
 
-import pyro
 import torch
 from torch.distributions import constraints
 
 from pyro_ebm.model import as_energy_model
-from pyro_ebm.ops.jit import CompiledFunction, value_and_grad
+from pyro_ebm.ops.jit import CompiledFunction, param_store_key, value_and_grad
 
 
 class Target:
@@ -95,11 +94,6 @@ class Target:
     def __repr__(self):
         what = repr(self.model) if self.model is not None else f"potential_fn={self.potential_fn!r}"
         return f"Target({what}, event_shape={tuple(self.event_shape)})"
-
-
-def param_store_key():
-    # NB: parameters are captured by reference; a replaced tensor (cleared or reloaded param store) must retrace.
-    return tuple(id(p) for _, p in pyro.get_param_store().named_parameters())
 
 
 def _is_real(support):

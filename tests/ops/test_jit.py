@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import pyro_ebm as ebm
-from pyro_ebm.ops.jit import CompiledFunction, value_and_grad
-from pyro_ebm.samplers.target import Target, param_store_key
+from pyro_ebm.ops.jit import CompiledFunction, param_store_key, value_and_grad
+from pyro_ebm.samplers.target import Target
 
 
 def ring(x=None):

@@ -21,7 +21,9 @@ def _exact_visible_marginals(rbm):
     return (p.unsqueeze(-1) * v).sum(0)
 
 
-@pytest.mark.parametrize("kernel", [ebm.samplers.BlockGibbs, ebm.samplers.Gibbs])
+@pytest.mark.parametrize("kernel", [
+    ebm.samplers.BlockGibbs, ebm.samplers.Gibbs, lambda: ebm.samplers.BlockGibbs(jit_compile=True),
+], ids=["block_gibbs", "gibbs", "block_gibbs_jit"])
 def test_rbm_visible_marginals(kernel):
     rbm = _small_rbm()
     exact = _exact_visible_marginals(rbm)
