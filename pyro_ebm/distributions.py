@@ -131,6 +131,13 @@ def is_improper(fn):
         fn = base
 
 
+def is_real(support):
+    """Whether ``support`` is the whole real line (possibly with event dimensions), needing no transform."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real
+
+
 def support_values(support):
     """
     The values one site takes under a finite discrete ``support`` (an ``independent`` constraint is

@@ -25,15 +25,18 @@ class TrainingObjective(ABC):
     float. ``obj.evaluate_loss(batch)`` computes the loss without any update.
 
     A non-finite loss or gradient raises :class:`TrainingError` naming the step, before the optimizer is
-    touched, so the parameters stay those of the last good step.
+    touched, so the parameters stay those of the last good step. The first step (and :meth:`evaluate_loss`)
+    runs the model with full validation, so a wrongly shaped or non-finite energy is reported naming its
+    site; later steps check each batch's shape and support without running the model.
 
     With ``jit_compile=True`` the loss and its gradients in the parameters are traced once (after a first eager
     step has found the parameters) and compiled (:class:`~pyro_ebm.ops.jit.CompiledFunction`); the batch is
     then checked for shape and support without running the model.
 
-    Subclasses implement :meth:`_loss(batch, *inputs, validate) <_loss>` and may override
-    :meth:`_loss_inputs` (further tensors the loss reads, e.g. PCD's chains) and :meth:`_prepare` (work before
-    the loss with the parameters held fixed: e.g. PCD's negative phase).
+    Subclasses implement :meth:`_loss(batch, *inputs, validate) <_loss>`, a deterministic function of its
+    tensors, and may override :meth:`_inputs` (further tensors the loss reads: PCD's chains, NCE's noise
+    samples, score matching's projections; random ones are drawn there, so the compiled loss is deterministic)
+    and :meth:`_prepare` (work before the loss with the parameters held fixed: e.g. PCD's negative phase).
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param optim: a :class:`pyro.optim.PyroOptim` (e.g. ``pyro.optim.Adam({"lr": 1e-3})``).
@@ -57,13 +60,13 @@ class TrainingObjective(ABC):
     def _loss(self, batch, *inputs, validate=True):
         """The differentiable surrogate loss (a scalar tensor) on ``batch`` and ``inputs``."""
 
-    def _loss_inputs(self):
-        """Tensors besides the batch that the loss reads (default: none)."""
+    def _inputs(self, batch):
+        """Tensors besides the batch that the loss reads, drawn afresh for ``batch`` (default: none)."""
         return ()
 
     def loss(self, batch):
         """The differentiable surrogate loss on ``batch`` (a scalar tensor), with the batch validated."""
-        return self._loss(batch, *self._loss_inputs())
+        return self._loss(batch, *self._inputs(batch))
 
     def _prepare(self, batch):
         """Work before the loss with parameters held fixed (default: none)."""
@@ -89,8 +92,14 @@ class TrainingObjective(ABC):
 
     def _eager_gradients(self, batch, step):
         """The loss, with gradients accumulated by autograd in the parameters it touched (found by a trace)."""
+        # NB: the first update runs the model with Pyro's validation (shapes, finite energies, each site named);
+        # later ones check the batch's shape and support without running the model, and a non-finite loss is
+        # still caught below. Running validated every step cost 2x on a 5-D Gaussian.
+        validate = self.num_updates == 0
+        if not validate:
+            batch = self.model.check_data(batch)
         with poutine.trace(param_only=True) as param_capture:
-            loss = self.loss(batch)
+            loss = self._loss(batch, *self._inputs(batch), validate=validate)
         self._check_finite(loss, step)
         params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
         if not params:
@@ -106,7 +115,8 @@ class TrainingObjective(ABC):
     def _compiled_gradients(self, batch, step):
         """The same through the compiled loss-and-gradients (the batch checked without running the model)."""
         params = self._params[1]
-        loss, finite, *grads = self._compiled(self.model.check_data(batch), *self._loss_inputs())
+        batch = self.model.check_data(batch)
+        loss, finite, *grads = self._compiled(batch, *self._inputs(batch))
         if not bool(finite):  # NB: one host sync for the loss and every gradient
             self._check_finite(loss, step)
             self._non_finite_gradient(step)

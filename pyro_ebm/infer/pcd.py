@@ -48,7 +48,7 @@ class _ContrastiveDivergence(TrainingObjective):
         step)."""
         return None if self.state is None else self.sampler.to_data(self.state).detach()
 
-    def _loss_inputs(self):
+    def _inputs(self, batch):
         if self.state is None:
             raise RuntimeError(f"{type(self).__name__} has no negative samples yet: call step(batch) first")
         return (self.chains,)

@@ -25,6 +25,12 @@ class EnergyModule(PyroModule):
     Each instance gets a unique name (``rbm_0``, ``rbm_1``, ...) so its parameters have their own entries
     in Pyro's param store: two top-level PyroModules with the default empty name would share them.
 
+    A subclass may also define ``unnormalized_log_density(x)``: its log density written out directly (base
+    log-prob minus energy, ``(batch, *event_shape) -> (batch,)``). :class:`~pyro_ebm.EnergyModel` then uses it on
+    its unvalidated path (samplers, training objectives), skipping Pyro's per-site machinery; parameters are
+    read through the module, so a ``poutine.trace(param_only=True)`` still finds them. It must equal what
+    running ``forward`` gives (the ready-made models are tested for this).
+
     :param event_shape: shape of one example.
     :param str name: name in Pyro's param store (default: class name and a counter).
     """

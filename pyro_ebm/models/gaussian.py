@@ -4,7 +4,7 @@ import math
 
 import torch
 from pyro.distributions import MultivariateNormal, constraints
-from pyro.nn import PyroParam
+from pyro.nn import PyroParam, pyro_method
 
 from pyro_ebm.distributions import lebesgue_measure
 from pyro_ebm.models.base import EnergyModule
@@ -52,6 +52,11 @@ class GaussianEnergy(EnergyModule):
         r""":math:`E(x) = \tfrac12 (x - \mu)^\top \Lambda (x - \mu)` for ``x`` of shape ``(..., D)``."""
         diff = x - self.loc
         return 0.5 * ((diff @ self.precision) * diff).sum(-1)
+
+    @pyro_method
+    def unnormalized_log_density(self, x):
+        """:math:`-E(x)` (Lebesgue base): the direct form of :meth:`forward`'s log density."""
+        return -self.energy(x)
 
     def forward(self, x=None):
         z = self._zero

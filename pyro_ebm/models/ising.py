@@ -1,6 +1,7 @@
 """IsingModel: pairwise spin models on {-1, +1}^n (Boltzmann machines), with an exact log Z for small sizes."""
 
 import torch
+from pyro.nn import pyro_method
 
 from pyro_ebm.distributions import Spin, counting_measure
 from pyro_ebm.models.base import EnergyModule
@@ -79,6 +80,11 @@ class IsingModel(EnergyModule):
     def conditional(self, s):
         """The conditionals :math:`p(s_i \\mid s_{-i})` of every spin, as a batch of :class:`~pyro_ebm.distributions.Spin`."""
         return Spin(self.local_fields(s))
+
+    @pyro_method
+    def unnormalized_log_density(self, s):
+        """:math:`-E(s)` (counting base): the direct form of :meth:`forward`'s log density."""
+        return -self.energy(s)
 
     def forward(self, s=None):
         z = self._zero

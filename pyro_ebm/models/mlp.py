@@ -4,6 +4,7 @@ import math
 
 import torch
 from pyro.distributions import Normal
+from pyro.nn import pyro_method
 from pyro.nn.module import to_pyro_module_
 
 from pyro_ebm.models.base import EnergyModule
@@ -44,6 +45,13 @@ class MLPEnergy(EnergyModule):
         net = torch.nn.Sequential(*layers)
         to_pyro_module_(net)
         self.net = net
+
+    @pyro_method
+    def unnormalized_log_density(self, x):
+        """:math:`\log \mathcal N(x; 0, s^2 I) - f(x)`: the direct form of :meth:`forward`'s log density."""
+        s = self.base_scale
+        log_base = -0.5 * (x**2).sum(-1) / s**2 - self.dim * (math.log(s) + 0.5 * math.log(2 * math.pi))
+        return log_base - self.net(x).squeeze(-1)
 
     def forward(self, x=None):
         base = Normal(self._zero, self.base_scale)

@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 from pyro.distributions import Bernoulli
+from pyro.nn import pyro_method
 
 from pyro_ebm.distributions import counting_measure
 from pyro_ebm.models.base import EnergyModule
@@ -66,6 +67,11 @@ class RBM(EnergyModule):
     def visible_given_hidden(self, h, beta=1.0):
         r""":math:`p_\beta(v \mid h)`: independent Bernoullis with logits :math:`\beta (W^\top h + b)`."""
         return Bernoulli(logits=beta * (h @ self.weight + self.visible_bias)).to_event(1)
+
+    @pyro_method
+    def unnormalized_log_density(self, v):
+        """:math:`-F(v)` (counting base): the direct form of :meth:`forward`'s log density."""
+        return -self.free_energy(v)
 
     def forward(self, v=None):
         z = self._zero

@@ -3,6 +3,7 @@
 import torch
 from torch.distributions import constraints
 
+from pyro_ebm.distributions import is_real
 from pyro_ebm.model import as_energy_model
 from pyro_ebm.ops.jit import CompiledFunction, param_store_key, value_and_grad
 
@@ -43,7 +44,7 @@ class Target:
             self.potential_fn = None
             self.event_shape = self.model.event_shape
             self.is_discrete = self.model.is_discrete
-            self.transform = None if self.is_discrete or _is_real(self.model.support) else self.model.transform
+            self.transform = None if self.is_discrete or is_real(self.model.support) else self.model.transform
         self.dim = self.event_shape.numel()
         self.jit_compile = jit_compile
         self._eager_log_prob_and_grad = value_and_grad(self.log_prob)
@@ -94,9 +95,3 @@ class Target:
     def __repr__(self):
         what = repr(self.model) if self.model is not None else f"potential_fn={self.potential_fn!r}"
         return f"Target({what}, event_shape={tuple(self.event_shape)})"
-
-
-def _is_real(support):
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return support is constraints.real
