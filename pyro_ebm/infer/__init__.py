@@ -1,10 +1,33 @@
 """Inference for energy-based models: sampling many chains, exact log Z, and training objectives shaped like
-``pyro.infer.SVI`` (PCD, CD-k)."""
+``pyro.infer.SVI`` (PCD, CD-k, NCE, score matching, ratio matching, pseudo-likelihood, minimum probability flow)."""
 
+from pyro_ebm.infer.discrete import (
+    MinimumProbabilityFlow,
+    PseudoLikelihood,
+    RatioMatching,
+    flip_log_ratios,
+    pseudo_log_likelihood,
+)
 from pyro_ebm.infer.exact import exact_log_partition
 from pyro_ebm.infer.mcmc import Samples, sample
 from pyro_ebm.infer.objective import TrainingError, TrainingObjective
+from pyro_ebm.infer.nce import NCE
 from pyro_ebm.infer.pcd import CD, PCD
 from pyro_ebm.infer.score_matching import ScoreMatching
 
-__all__ = ["CD", "PCD", "Samples", "TrainingError", "TrainingObjective", "exact_log_partition", "ScoreMatching", "sample"]
+__all__ = [
+    "CD",
+    "MinimumProbabilityFlow",
+    "NCE",
+    "PCD",
+    "PseudoLikelihood",
+    "RatioMatching",
+    "Samples",
+    "ScoreMatching",
+    "TrainingError",
+    "TrainingObjective",
+    "exact_log_partition",
+    "flip_log_ratios",
+    "pseudo_log_likelihood",
+    "sample",
+]
