@@ -10,16 +10,16 @@ from pyro_ebm.infer.discrete import (
 )
 from pyro_ebm.infer.exact import exact_log_partition
 from pyro_ebm.infer.mcmc import Samples, sample
-from pyro_ebm.infer.objective import TrainingError, TrainingObjective
 from pyro_ebm.infer.nce import NCE
+from pyro_ebm.infer.objective import TrainingError, TrainingObjective
 from pyro_ebm.infer.pcd import CD, PCD
 from pyro_ebm.infer.score_matching import ScoreMatching
 
 __all__ = [
     "CD",
-    "MinimumProbabilityFlow",
     "NCE",
     "PCD",
+    "MinimumProbabilityFlow",
     "PseudoLikelihood",
     "RatioMatching",
     "Samples",
