@@ -100,13 +100,15 @@ class TrainingObjective(ABC):
             batch = self.model.check_data(batch)
         with poutine.trace(param_only=True) as param_capture:
             loss = self._loss(batch, *self._inputs(batch), validate=validate)
-        self._check_finite(loss, step)
         params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
         if not params:
             raise TrainingError(f"{type(self).__name__}: the model has no parameters to train")
         loss.backward()
-        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
+        grads = [p.grad for p in params if p.grad is not None]
+        # NB: one host sync for the loss and every gradient (a NaN loss only makes NaN gradients, zeroed below)
+        if not bool(torch.stack([torch.isfinite(loss.detach())] + [torch.isfinite(g).all() for g in grads]).all()):
             zero_grads(params)
+            self._check_finite(loss, step)
             self._non_finite_gradient(step)
         if self.jit_compile and self._compiled.failed is None:
             self._params = (param_store_key(), tuple(params))
