@@ -116,7 +116,11 @@ def peers():
              lambda f, e, x: f(e, x).loss),
         ]
     if torchebm is not None:
-        from torchebm.losses import DenoisingScoreMatching, ScoreMatching, SlicedScoreMatching
+        from torchebm.losses import (
+            DenoisingScoreMatching,
+            ScoreMatching,
+            SlicedScoreMatching,
+        )
 
         rows += [
             ("TorchEBM exact", "exact", lambda e: ScoreMatching(e, hessian_method="exact"), lambda f, e, x: f(x)),
