@@ -71,7 +71,8 @@ class _ContrastiveDivergence(TrainingObjective):
         return loss
 
     def _advance(self):
-        """``num_steps`` sampler steps with the parameters held fixed; raises if no chain made a valid move."""
+        """``num_steps`` sampler steps with the parameters held fixed; raises after ``divergence_patience`` updates
+        in a row in which no chain made a valid move."""
         any_valid = None
         for _ in range(self.num_steps):
             self.state, self.info = self.sampler.step(self.state)
