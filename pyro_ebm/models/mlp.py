@@ -48,7 +48,7 @@ class MLPEnergy(EnergyModule):
 
     @pyro_method
     def unnormalized_log_density(self, x):
-        """:math:`\log \mathcal N(x; 0, s^2 I) - f(x)`: the direct form of :meth:`forward`'s log density."""
+        r""":math:`\log \mathcal N(x; 0, s^2 I) - f(x)`: the direct form of :meth:`forward`'s log density."""
         s = self.base_scale
         log_base = -0.5 * (x**2).sum(-1) / s**2 - self.dim * (math.log(s) + 0.5 * math.log(2 * math.pi))
         return log_base - self.net(x).squeeze(-1)
