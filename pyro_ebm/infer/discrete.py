@@ -16,7 +16,7 @@ from pyro_ebm.distributions import support_values
 from pyro_ebm.infer.objective import TrainingObjective
 from pyro_ebm.model import as_energy_model
 
-__all__ = ["MinimumProbabilityFlow", "PseudoLikelihood", "RatioMatching", "pseudo_log_likelihood"]
+__all__ = ["MinimumProbabilityFlow", "PseudoLikelihood", "RatioMatching", "flip_log_ratios", "pseudo_log_likelihood"]
 
 
 def _two_values(model, what):
@@ -87,8 +87,6 @@ def pseudo_log_likelihood(model, data, *, chunk_size=2**16):
 
 class _FlipObjective(TrainingObjective):
     """Shared machinery: the flip log-ratios of the batch, and a per-site penalty summed over sites."""
-
-    name = None
 
     def __init__(self, model, optim, *, jit_compile=False):
         super().__init__(model, optim, jit_compile=jit_compile)

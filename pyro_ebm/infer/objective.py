@@ -104,9 +104,8 @@ class TrainingObjective(ABC):
         if not params:
             raise TrainingError(f"{type(self).__name__}: the model has no parameters to train")
         loss.backward()
-        grads = [p.grad for p in params if p.grad is not None]
         # NB: one host sync for the loss and every gradient (a NaN loss only makes NaN gradients, zeroed below)
-        if not bool(torch.stack([torch.isfinite(loss.detach())] + [torch.isfinite(g).all() for g in grads]).all()):
+        if not bool(_all_finite(loss.detach(), [p.grad for p in params if p.grad is not None])):
             zero_grads(params)
             self._check_finite(loss, step)
             self._non_finite_gradient(step)
@@ -146,8 +145,7 @@ class TrainingObjective(ABC):
             loss = self._loss(batch, *inputs, validate=False)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
-        finite = torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]).all()
-        return (loss.detach(), finite) + grads
+        return (loss.detach(), _all_finite(loss, grads)) + grads
 
     def evaluate_loss(self, batch):
         """The loss on ``batch`` with no update of parameters or of any persistent state.
@@ -156,3 +154,8 @@ class TrainingObjective(ABC):
         """
         # NB: not under no_grad: score matching differentiates in x inside its loss. No backward, no update.
         return float(self.loss(batch).detach())
+
+
+def _all_finite(loss, grads):
+    """One boolean tensor: the loss and every gradient are finite (read with a single host sync)."""
+    return torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]).all()

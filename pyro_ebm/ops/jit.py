@@ -1,11 +1,12 @@
 """
-Compiled value-and-gradient of a batched log density: the ``jit_compile=True`` path of the gradient samplers.
+Traced and compiled functions of tensors: the ``jit_compile=True`` path of the samplers (a leapfrog step, a
+Gibbs sweep) and of the training objectives (a loss and its parameter gradients).
 
 Pyro's own ``jit_compile=True`` (``pyro.ops.jit``) traces the potential with ``torch.jit.trace``, which PyTorch
 has deprecated. Here the whole evaluation -- the Pyro program's forward pass *and* its backward pass for the
-gradient -- is traced once to a graph of ATen operations with ``make_fx`` and handed to ``torch.compile``.
-The Python of the Pyro program (messengers, distribution objects, plates) then runs once per trace instead of
-once per leapfrog step, and the inductor backend fuses the elementwise work of both passes.
+gradient -- is traced once to a graph of ATen operations with ``make_fx`` and compiled by inductor. The Python
+of the Pyro program (messengers, distribution objects, plates) then runs once per trace instead of once per
+call, and inductor fuses the elementwise work of both passes.
 """
 
 import warnings
@@ -34,7 +35,7 @@ def value_and_grad(fn):
 class CompiledFunction:
     r"""
     A function of tensors, traced on first use for each combination of input shapes, dtypes and devices, and
-    compiled with :func:`torch.compile`.
+    compiled by inductor, PyTorch's compiler.
 
     The trace (``make_fx``) records the ATen operations the function runs, including those of any
     ``torch.autograd.grad`` call inside it, so a Pyro program's forward pass *and* its backward pass become one
@@ -100,7 +101,7 @@ class CompiledFunction:
         # NB: the eager and compiled runs start from the same random state, so a sampler's draws can be compared,
         # and the random stream then stands where one call leaves it (same seed, same draws, with or without jit).
         devices = sorted({a.device.index for a in args if a.device.type == "cuda"} - {None})
-        with torch.random.fork_rng(devices=devices) as _:
+        with torch.random.fork_rng(devices=devices):
             expected = self.fn(*args)
         compiled = graph
         if self.compile:

@@ -66,7 +66,7 @@ class Sampler(MCMCKernel):
     :param callable potential_fn: optional energy function instead of a model.
     :param int num_chains: chains to run under ``pyro.infer.MCMC``.
     :param bool jit_compile: (gradient samplers) compile the log density and its gradient, as Pyro's
-        ``HMC(jit_compile=True)`` does; see :class:`~pyro_ebm.ops.jit.CompiledValueAndGrad`.
+        ``HMC(jit_compile=True)`` does; see :class:`~pyro_ebm.ops.jit.CompiledFunction`.
     """
 
     #: Whether the kernel leaves the target invariant (unadjusted Langevin does not).

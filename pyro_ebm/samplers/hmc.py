@@ -70,10 +70,11 @@ class HMC(Sampler):
     :param float jitter: relative step-size jitter, uniform in ``[1 - jitter, 1 + jitter]``.
     :param float max_energy_error: energy error beyond which a trajectory counts as divergent.
     :param int max_num_steps: cap on leapfrog steps when ``trajectory_length`` is given.
-    :param bool jit_compile: trace the log density and its gradient once and compile them with
-        :func:`torch.compile` (the first step pays for the compilation, typically seconds; worth it for long
-        runs on small or medium energies, where Python overhead dominates). Falls back to eager evaluation
-        with a warning when the model cannot be traced (e.g. Python branches on tensor values).
+    :param bool jit_compile: trace one leapfrog step (the log density, its gradient and Pyro's position and
+        momentum updates) once per chain shape and compile it with inductor (the first step pays for the
+        compilation, typically seconds; worth it for long runs on small or medium energies, where Python
+        overhead dominates). Falls back to eager evaluation with a warning when the model cannot be traced
+        (e.g. Python branches on tensor values).
 
     Example::
 

@@ -1,7 +1,6 @@
 """Target: the log density a sampler sees, for all chains at once, in the space the sampler works in."""
 
 import torch
-from torch.distributions import constraints
 
 from pyro_ebm.distributions import is_real
 from pyro_ebm.model import as_energy_model
