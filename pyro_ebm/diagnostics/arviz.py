@@ -50,9 +50,35 @@ def to_inference_data(x, stats=None, *, var_name="x"):
     )
 
 
+def ais_to_inference_data(result, *, var_name="x"):
+    """
+    An AIS or importance-sampling run (:class:`~pyro_ebm.infer.LogPartitionEstimate`) as an
+    :class:`arviz.InferenceData`: the final chains in ``posterior`` with dims (chain, draw=1, *event), each AIS
+    chain being one ArviZ chain; ``log_weight`` in ``sample_stats``; and, for AIS, ``beta`` and the mean
+    ``acceptance_rate`` at each temperature in ``constant_data`` (dim ``temperature``).
+    """
+    x = result.samples
+    n = x.shape[0]
+    event_dims = [f"{var_name}_dim_{i}" for i in range(x.dim() - 1)]
+    constant_data, dims = {}, {var_name: event_dims}
+    if result.betas is not None:
+        constant_data["beta"] = _numpy(result.betas)
+        dims["beta"] = ["temperature"]
+    if result.accept_prob is not None:
+        constant_data["acceptance_rate"] = _numpy(result.accept_prob)
+        dims["acceptance_rate"] = ["transition"]
+    return az.from_dict(
+        posterior={var_name: _numpy(x.reshape((n, 1) + x.shape[1:]))},
+        sample_stats={"log_weight": _numpy(result.log_weights.reshape(n, 1))},
+        constant_data=constant_data or None,
+        dims=dims,
+        attrs={"method": result.method, "log_partition": float(result.log_partition), "stderr": float(result.stderr)},
+    )
+
+
 def _numpy(t):
     t = t.detach().cpu()
     return t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
 
 
-__all__ = ["SAMPLE_STATS_NAMES", "to_inference_data"]
+__all__ = ["SAMPLE_STATS_NAMES", "ais_to_inference_data", "to_inference_data"]

@@ -1,6 +1,17 @@
-"""Inference for energy-based models: sampling many chains, exact log Z, and training objectives shaped like
-``pyro.infer.SVI`` (PCD, CD-k, NCE, score matching, ratio matching, pseudo-likelihood, minimum probability flow)."""
+"""Inference for energy-based models: sampling many chains, exact log Z, log Z by AIS and importance sampling,
+and training objectives shaped like ``pyro.infer.SVI`` (PCD, CD-k, NCE, score matching, ratio matching,
+pseudo-likelihood, minimum probability flow)."""
 
+from pyro_ebm.infer.ais import (
+    AIS,
+    ImportanceSampling,
+    LogLikelihood,
+    LogPartitionBounds,
+    LogPartitionEstimate,
+    log_likelihood,
+    log_partition_bounds,
+    log_partition_ratio,
+)
 from pyro_ebm.infer.discrete import (
     MinimumProbabilityFlow,
     PseudoLikelihood,
@@ -16,6 +27,14 @@ from pyro_ebm.infer.pcd import CD, PCD
 from pyro_ebm.infer.score_matching import ScoreMatching
 
 __all__ = [
+    "AIS",
+    "ImportanceSampling",
+    "LogLikelihood",
+    "LogPartitionBounds",
+    "LogPartitionEstimate",
+    "log_likelihood",
+    "log_partition_bounds",
+    "log_partition_ratio",
     "CD",
     "NCE",
     "PCD",

@@ -1,5 +1,13 @@
-"""Pure tensor math used across pyro_ebm: exact enumeration and quadrature of partition functions."""
+"""Pure tensor math used across pyro_ebm: exact enumeration and quadrature of partition functions, annealing
+schedules and importance-weight statistics."""
 
+from pyro_ebm.ops.annealing import (
+    SCHEDULES,
+    annealing_schedule,
+    effective_sample_size,
+    log_mean_exp,
+    log_mean_exp_stderr,
+)
 from pyro_ebm.ops.enumeration import (
     MAX_ENUMERATION_SITES,
     configurations,
@@ -9,6 +17,11 @@ from pyro_ebm.ops.enumeration import (
 from pyro_ebm.ops.quadrature import grid, log_partition_by_quadrature
 
 __all__ = [
+    "SCHEDULES",
+    "annealing_schedule",
+    "effective_sample_size",
+    "log_mean_exp",
+    "log_mean_exp_stderr",
     "MAX_ENUMERATION_SITES",
     "configurations",
     "grid",

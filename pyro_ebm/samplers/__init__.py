@@ -6,6 +6,7 @@ from pyro_ebm.samplers.adaptation import (
     adaptation_windows,
     find_reasonable_step_size,
 )
+from pyro_ebm.samplers.annealed import AnnealedTarget
 from pyro_ebm.samplers.base import SampleInfo, Sampler
 from pyro_ebm.samplers.gibbs import BlockGibbs, BlockGibbsState, Gibbs, GibbsState
 from pyro_ebm.samplers.hmc import HMC, MALA, HMCState
@@ -14,6 +15,7 @@ from pyro_ebm.samplers.nuts import NUTS, NUTSState
 from pyro_ebm.samplers.target import Target
 
 __all__ = [
+    "AnnealedTarget",
     "BlockGibbs",
     "BlockGibbsState",
     "DiagonalMassMatrixAdapter",

@@ -116,9 +116,20 @@ class Sampler(MCMCKernel):
         self.target = Target(model, potential_fn=potential_fn, event_shape=event_shape, jit_compile=self.jit_compile)
         self._check_support_kind()
         x = self.initial_chains(num_chains, init)
+        return self.start(self.target, self.target.from_data(x), warmup_steps=warmup_steps)
+
+    def start(self, target, z, *, warmup_steps=0):
+        """
+        Start chains ``z`` (flat, in the sampler's space) on a given :class:`~pyro_ebm.samplers.Target`, such as
+        AIS's :class:`~pyro_ebm.samplers.AnnealedTarget`, with ``warmup_steps`` of adaptation to follow.
+
+        :returns: the initial state.
+        """
+        self.target = target
+        self._check_support_kind()
         self._warmup_steps = int(warmup_steps)
         self._t = 0
-        return self._init_state(self.target.from_data(x))
+        return self._init_state(z)
 
     @abstractmethod
     def step(self, state):
