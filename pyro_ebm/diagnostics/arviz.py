@@ -67,6 +67,13 @@ def ais_to_inference_data(result, *, var_name="x"):
     if result.accept_prob is not None:
         constant_data["acceptance_rate"] = _numpy(result.accept_prob)
         dims["acceptance_rate"] = ["transition"]
+    with warnings.catch_warnings():
+        # NB: one draw per AIS chain is the intended layout; ArviZ warns about "more chains than draws"
+        warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
+        return _ais_from_dict(result, x, n, var_name, constant_data, dims)
+
+
+def _ais_from_dict(result, x, n, var_name, constant_data, dims):
     return az.from_dict(
         posterior={var_name: _numpy(x.reshape((n, 1) + x.shape[1:]))},
         sample_stats={"log_weight": _numpy(result.log_weights.reshape(n, 1))},

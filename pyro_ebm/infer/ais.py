@@ -10,10 +10,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions import Bernoulli, Independent, MultivariateNormal
+from pyro.distributions import Bernoulli, Independent, MultivariateNormal, TransformedDistribution
+from torch.distributions.transforms import ReshapeTransform
 from tqdm.auto import tqdm
 
-from pyro_ebm.distributions import Spin, is_improper, support_values
+from pyro_ebm.distributions import Spin, support_values
 from pyro_ebm.model import as_energy_model
 from pyro_ebm.ops.annealing import annealing_schedule, effective_sample_size, log_mean_exp, log_mean_exp_stderr
 from pyro_ebm.ops.jit import CompiledFunction, param_store_key
@@ -281,22 +282,8 @@ def _fitted_gaussian(data, model):
     mvn = MultivariateNormal(loc, covariance_matrix=cov)
     if len(model.event_shape) == 1:
         return mvn
-    return _Reshaped(mvn, model.event_shape)
-
-
-class _Reshaped:
-    """A distribution over flat vectors, seen over another event shape (for a fitted Gaussian on images)."""
-
-    def __init__(self, flat, event_shape):
-        self.flat = flat
-        self.event_shape = torch.Size(event_shape)
-        self.batch_shape = torch.Size()
-
-    def sample(self, sample_shape=torch.Size()):
-        return self.flat.sample(sample_shape).reshape(torch.Size(sample_shape) + self.event_shape)
-
-    def log_prob(self, x):
-        return self.flat.log_prob(x.reshape(x.shape[: x.dim() - len(self.event_shape)] + (-1,)))
+    # NB: images and other multi-dimensional events: the flat Gaussian reshaped (log-det 0)
+    return TransformedDistribution(mvn, ReshapeTransform(torch.Size([x.shape[1]]), model.event_shape))
 
 
 def _base_rate_logits(data, num_visible, dtype, device):
@@ -700,7 +687,7 @@ def log_likelihood(model, data, log_partition):
     if isinstance(log_partition, LogPartitionEstimate):
         log_z, z_err = float(log_partition.log_partition), float(log_partition.stderr)
     else:
-        log_z, z_err = float(torch.as_tensor(log_partition)), 0.0
+        log_z, z_err = float(torch.as_tensor(log_partition).detach()), 0.0
     n = lp.shape[0]
     data_err = float(lp.std() / math.sqrt(n)) if n > 1 else 0.0
     return LogLikelihood(float(lp.mean()) - log_z, math.sqrt(data_err**2 + z_err**2))

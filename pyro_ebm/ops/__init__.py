@@ -17,14 +17,14 @@ from pyro_ebm.ops.enumeration import (
 from pyro_ebm.ops.quadrature import grid, log_partition_by_quadrature
 
 __all__ = [
+    "MAX_ENUMERATION_SITES",
     "SCHEDULES",
     "annealing_schedule",
+    "configurations",
     "effective_sample_size",
+    "grid",
     "log_mean_exp",
     "log_mean_exp_stderr",
-    "MAX_ENUMERATION_SITES",
-    "configurations",
-    "grid",
     "log_partition_by_enumeration",
     "log_partition_by_quadrature",
     "num_configurations",
