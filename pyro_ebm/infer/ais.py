@@ -4,6 +4,7 @@ Partition functions by annealed importance sampling (Neal 2001), its reverse run
 """
 
 import contextlib
+import copy
 import logging
 import math
 from typing import NamedTuple
@@ -508,10 +509,23 @@ class AIS:
 
 
 def _batched_log_prob(base):
+    """``base.log_prob`` without argument validation: samplers propose points anywhere (a non-finite value is a
+    rejection), and validation's data-dependent check would also stop a ``jit_compile`` trace."""
+    base = _unvalidated(base)
+
     def log_density_0(x):
         return base.log_prob(x)
 
     return log_density_0
+
+
+def _unvalidated(fn):
+    """A shallow copy of a distribution (and of the distributions it wraps) with argument validation off."""
+    fn = copy.copy(fn)
+    fn._validate_args = False
+    if isinstance(getattr(fn, "base_dist", None), torch.distributions.Distribution):
+        fn.base_dist = _unvalidated(fn.base_dist)
+    return fn
 
 
 def _bernoulli_logits_of(base, model):

@@ -22,7 +22,8 @@ class AnnealedTarget(Target):
 
     :param model: the model at :math:`\beta = 1` (its event shape, support and transform are the target's).
     :param callable log_density_0: :math:`\log f_0(x)` for data-space ``x`` ``(num_chains, *event_shape)``,
-        returning ``(num_chains,)``.
+        returning ``(num_chains,)``; unvalidated (e.g. a distribution built with ``validate_args=False``), since
+        samplers propose points anywhere and a data-dependent check also stops a ``jit_compile`` trace.
     :param bool jit_compile: compile the log density and gradient, and :meth:`components_and_grads`.
     """
 
