@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from pyro_ebm.distributions import Spin, support_values
 from pyro_ebm.model import as_energy_model
 from pyro_ebm.ops.annealing import annealing_schedule, effective_sample_size, log_mean_exp, log_mean_exp_stderr
-from pyro_ebm.ops.jit import CompiledFunction, param_store_key
+from pyro_ebm.ops.jit import CompiledFunction
 from pyro_ebm.samplers import HMC, AnnealedTarget, BlockGibbs, Gibbs, HMCState, Langevin, LangevinState, Sampler
 
 logger = logging.getLogger("pyro_ebm")
@@ -190,11 +190,11 @@ class _RBMPath:
     def __init__(self, a, b, log_z0, jit_compile=False):
         self.a = tuple(t.detach() for t in a)
         self.b = tuple(t.detach() for t in b)
-        self.a64 = tuple(t.double() for t in self.a)
-        self.b64 = tuple(t.double() for t in self.b)
+        # NB: the log weights are computed in float64 from float64 copies; the sweep runs in the model's dtype
+        self.params = self.a + self.b + tuple(t.double() for t in self.a + self.b)
         self.log_z0 = log_z0
         self.correction = (self.b[0].shape[0] - self.a[0].shape[0]) * math.log(2.0)
-        self._compiled = CompiledFunction(self._step, key_fn=param_store_key) if jit_compile else None
+        self._fn = _compiled_rbm_step() if jit_compile else _rbm_step
 
     def initial(self, n):
         if self.a[0].shape[0]:
@@ -207,29 +207,41 @@ class _RBMPath:
     def init_state(self, x, beta):
         return x
 
-    @staticmethod
-    def _log_f(v, beta, a, b):
-        (wa, ba, ca), (wb, bb, cb) = a, b
-        lin = v @ ((1 - beta) * ba + beta * bb)
-        return lin + F.softplus((1 - beta) * (v @ wa.T + ca)).sum(-1) + F.softplus(beta * (v @ wb.T + cb)).sum(-1)
-
-    def _step(self, v, beta_prev, beta_next):
-        v64 = v.double()
-        increment = self._log_f(v64, beta_next, self.a64, self.b64) - self._log_f(v64, beta_prev, self.a64, self.b64)
-        (wa, ba, ca), (wb, bb, cb) = self.a, self.b
-        beta = beta_next.to(v.dtype)
-        ha = _bernoulli_logits((1 - beta) * (v @ wa.T + ca))
-        hb = _bernoulli_logits(beta * (v @ wb.T + cb))
-        v = _bernoulli_logits((1 - beta) * (ha @ wa + ba) + beta * (hb @ wb + bb))
-        return v, increment
-
     def step(self, v, beta_prev, beta_next):
-        fn = self._compiled if self._compiled is not None else self._step
-        v, increment = fn(v, beta_prev, beta_next)
+        v, increment = self._fn(v, beta_prev, beta_next, *self.params)
         return v, increment, None
 
     def data(self, v):
         return v
+
+
+def _rbm_log_f(v, beta, wa, ba, ca, wb, bb, cb):
+    r""":math:`\log f_\beta(v)` of the two-RBM path, hidden units summed out."""
+    lin = v @ ((1 - beta) * ba + beta * bb)
+    return lin + F.softplus((1 - beta) * (v @ wa.T + ca)).sum(-1) + F.softplus(beta * (v @ wb.T + cb)).sum(-1)
+
+
+def _rbm_step(v, beta_prev, beta_next, *params):
+    """The log-weight increment at ``v`` (float64), then one block-Gibbs sweep at ``beta_next``: a pure function of
+    its tensors (``jit_compile`` traces it once per shape for every AIS run)."""
+    p, p64 = params[:6], params[6:]
+    v64 = v.double()
+    increment = _rbm_log_f(v64, beta_next, *p64) - _rbm_log_f(v64, beta_prev, *p64)
+    wa, ba, ca, wb, bb, cb = p
+    beta = beta_next.to(v.dtype)
+    ha = _bernoulli_logits((1 - beta) * (v @ wa.T + ca))
+    hb = _bernoulli_logits(beta * (v @ wb.T + cb))
+    v = _bernoulli_logits((1 - beta) * (ha @ wa + ba) + beta * (hb @ wb + bb))
+    return v, increment
+
+
+_COMPILED_RBM_STEP = []
+
+
+def _compiled_rbm_step():
+    if not _COMPILED_RBM_STEP:
+        _COMPILED_RBM_STEP.append(CompiledFunction(_rbm_step))
+    return _COMPILED_RBM_STEP[0]
 
 
 def _bernoulli_logits(logits):
@@ -412,7 +424,6 @@ class AIS:
         self.pilot_chains = pilot_chains or min(num_chains, 64)
         self.jit_compile = jit_compile
         self.progress_bar = progress_bar
-        self._path = None
 
     @property
     def num_steps(self):
@@ -430,7 +441,7 @@ class AIS:
         :rtype: LogPartitionEstimate
         """
         with _seeded(self.seed, self._device()):
-            path = self._get_path()
+            path = self._build_path()
             x = self._initial(path, self.num_chains)
             result = _anneal(path, x, self.betas, self.transitions, "ais", self.progress_bar)
             if reverse_from is not None:
@@ -449,7 +460,7 @@ class AIS:
         :rtype: LogPartitionEstimate
         """
         with _seeded(self.seed, self._device()):
-            return self._reverse(self._get_path(), samples)
+            return self._reverse(self._build_path(), samples)
 
     def _reverse(self, path, samples):
         x = self.model.check_data(samples)
@@ -466,9 +477,9 @@ class AIS:
             raise ValueError("the start of this path has no exact sampler")
         return x
 
-    def _get_path(self):
-        if self._path is not None:
-            return self._path
+    def _build_path(self):
+        """The annealing path for the model's current parameters (built for each run: a model trained further
+        between runs must not be annealed with stale parameters or step sizes)."""
         m = self.model
         data = None if self.data is None else m.check_data(self.data)
         rbm = _rbm(m)
@@ -484,8 +495,7 @@ class AIS:
             empty = p.new_zeros((0, rbm.num_visible))
             a = (empty, logits, p.new_zeros(0))
             log_z0 = float(F.softplus(logits.double()).sum())
-            self._path = _RBMPath(a, _rbm_params(rbm), log_z0, jit_compile=self.jit_compile)
-            return self._path
+            return _RBMPath(a, _rbm_params(rbm), log_z0, jit_compile=self.jit_compile)
         if use_block_gibbs and self.sampler is not None:
             raise ValueError("BlockGibbs transitions in AIS need an independent Bernoulli base (or base=None)")
         base = _default_base(m, data) if self.base is None else _event_distribution(self.base, m)
@@ -504,7 +514,6 @@ class AIS:
         if "grad" in _state_fields(sampler):
             path.step_sizes = _pilot_step_sizes(path, self.betas, self.pilot_chains, self.pilot_steps,
                                                 self.pilot_temperatures)
-        self._path = path
         return path
 
 
@@ -550,7 +559,8 @@ def _pilot_step_sizes(path, betas, num_chains, steps, num_temperatures):
     pilot_betas = betas[index]
     x = path.initial(num_chains)
     log_eps = []
-    with _adaptation(sampler, "warmup"):
+    # NB: the run uses a unit mass matrix, so the pilot tunes the step size for it (no mass adaptation)
+    with _adaptation(sampler, "warmup"), _attribute(sampler, "adapt_mass_matrix", False):
         z = path.target.from_data(x)
         for beta in pilot_betas:
             path.target.set_beta(beta)
@@ -576,18 +586,23 @@ def _interp(x, xp, fp):
     return f0 + w.clamp(0, 1) * (f1 - f0)
 
 
-@contextlib.contextmanager
 def _adaptation(sampler, mode):
     """Run ``sampler`` with adaptation mode ``mode`` (AIS freezes the step size during its run)."""
-    if not hasattr(sampler, "adapt"):
+    return _attribute(sampler, "adapt", mode)
+
+
+@contextlib.contextmanager
+def _attribute(obj, name, value):
+    """Set ``obj.name = value`` for the duration (when ``obj`` has that attribute)."""
+    if not hasattr(obj, name):
         yield
         return
-    saved = sampler.adapt
-    sampler.adapt = mode
+    saved = getattr(obj, name)
+    setattr(obj, name, value)
     try:
         yield
     finally:
-        sampler.adapt = saved
+        setattr(obj, name, saved)
 
 
 @contextlib.contextmanager

@@ -282,16 +282,28 @@ def test_to_inference_data(trained_rbm):
     assert idata.attrs["method"] == "ais"
 
 
-def test_a_frozen_beta_is_caught():
+def test_a_frozen_beta_is_caught(monkeypatch):
     # The check that the tolerance can fail: a path whose transitions never leave the base (beta stuck at 0)
     # gives a wrong log Z by many standard errors.
     g = ebm.models.GaussianEnergy(5, precision=4 * torch.eye(5))
     base = dist.Normal(torch.zeros(5), 2.0).to_event(1)
     ais = ebm.infer.AIS(g, num_chains=200, num_steps=100, base=base, seed=0, progress_bar=False)
-    path = ais._get_path()
-    path.target.set_beta = lambda beta: None  # transitions stay on the base
+    ok, _ = within(ais.run(), g.log_partition().detach())
+    assert ok
+    monkeypatch.setattr(ebm.samplers.AnnealedTarget, "set_beta", lambda self, beta: None)  # stays on the base
     ok, _ = within(ais.run(), g.log_partition().detach())
     assert not ok
+
+
+def test_a_reused_ais_object_follows_the_models_parameters(trained_rbm):
+    rbm, params, train = trained_rbm
+    restore(params)
+    ais = ebm.infer.AIS(rbm, num_chains=200, num_steps=300, data=train, seed=0, progress_bar=False)
+    ais.run()
+    with torch.no_grad():
+        rbm.weight.mul_(1.5)  # the model moves (as in training) between two runs of one AIS object
+    ok, msg = within(ais.run(), rbm.log_partition().detach())
+    assert ok, msg
 
 
 def test_rbm_path_jit_compile_equals_eager(trained_rbm):

@@ -34,6 +34,9 @@ def test_log_prob_is_the_geometric_mixture_with_one_jacobian():
     zr = z.clone().requires_grad_(True)
     (expected_g0,) = torch.autograd.grad((base.log_prob(zr.exp()) + zr.sum(-1)).sum(), zr)
     assert torch.allclose(g0, expected_g0, atol=1e-5)
+    m = ebm.EnergyModel(positive_model)
+    (expected_g1,) = torch.autograd.grad((m.log_density(zr.exp()) + zr.sum(-1)).sum(), zr)
+    assert torch.allclose(g1, expected_g1, atol=1e-4)
 
 
 def test_compiled_target_follows_beta_changed_in_place():
