@@ -556,8 +556,8 @@ def _pilot_step_sizes(path, betas, num_chains, steps, num_temperatures):
     """
     sampler = path.sampler
     index = torch.linspace(0, betas.shape[0] - 1, max(2, num_temperatures)).round().long()
-    pilot_betas = betas[index]
     x = path.initial(num_chains)
+    pilot_betas = betas[index].to(x.device)
     log_eps = []
     # NB: the run uses a unit mass matrix, so the pilot tunes the step size for it (no mass adaptation)
     with _adaptation(sampler, "warmup"), _attribute(sampler, "adapt_mass_matrix", False):
@@ -756,7 +756,7 @@ def log_partition_ratio(
         )
     betas = annealing_schedule(schedule, num_steps)
     rbm_a, rbm_b = _rbm(a), _rbm(b)
-    with _seeded(seed, None):
+    with _seeded(seed, a._example.device):
         if init is None:
             if not a.has_proper_base and not a.is_discrete:
                 raise ValueError("log_partition_ratio needs init= (starting points for model A's chains)")

@@ -37,8 +37,8 @@ class AnnealedTarget(Target):
             self._compiled_components = CompiledFunction(self._components_and_grads, key_fn=param_store_key)
 
     def set_beta(self, beta):
-        """Move to inverse temperature ``beta`` (in place)."""
-        self.beta.fill_(float(beta))
+        """Move to inverse temperature ``beta`` (a number or a 0-d tensor; in place, with no host sync)."""
+        self.beta.copy_(torch.as_tensor(beta))
 
     def components(self, z):
         r"""``(log f_0, log p~)`` at flat states ``z`` ``(num_chains, D)``, each with the Jacobian of the transform."""
