@@ -16,6 +16,7 @@ SAMPLE_STATS_NAMES = {
     "step_size": "step_size",
     "num_steps": "n_steps",
     "accepted": "accepted",
+    "tree_depth": "tree_depth",
 }
 
 

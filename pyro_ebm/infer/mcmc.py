@@ -14,7 +14,7 @@ class Samples:
 
     :ivar x: draws in the data's own space, ``(num_chains, num_draws, *event_shape)``.
     :ivar stats: per-step statistics after warmup, each ``(num_chains, num_draws)``: ``accept_prob``,
-        ``accepted``, ``divergent``, ``step_size``, ``num_steps``.
+        ``accepted``, ``divergent``, ``step_size``, ``num_steps`` (and ``tree_depth`` for NUTS).
     :ivar warmup_stats: the same during warmup, ``(num_chains, warmup_steps)``.
     :ivar sampler: the sampler, with its adapted settings.
     :ivar last_state: the sampler state after the last step, to continue from (``sampler.step(last_state)``).
@@ -134,7 +134,9 @@ def sample(
 def _stack(infos):
     if not infos:
         return {}
-    return {name: torch.stack([getattr(i, name) for i in infos], 1) for name in SampleInfo._fields}
+    # NB: optional stats (a NUTS tree depth) are None for other kernels
+    fields = [name for name in SampleInfo._fields if getattr(infos[0], name) is not None]
+    return {name: torch.stack([getattr(i, name) for i in infos], 1) for name in fields}
 
 
 @contextlib.contextmanager

@@ -8,16 +8,18 @@ from pyro_ebm.samplers.adaptation import (
 )
 from pyro_ebm.samplers.annealed import AnnealedTarget
 from pyro_ebm.samplers.base import SampleInfo, Sampler
+from pyro_ebm.samplers.chees import ChEESHMC
 from pyro_ebm.samplers.gibbs import BlockGibbs, BlockGibbsState, Gibbs, GibbsState
 from pyro_ebm.samplers.hmc import HMC, MALA, HMCState
 from pyro_ebm.samplers.langevin import Langevin, LangevinState
-from pyro_ebm.samplers.nuts import NUTS, NUTSState
+from pyro_ebm.samplers.nuts import NUTS, NUTSState, VectorizedNUTS
 from pyro_ebm.samplers.target import Target
 
 __all__ = [
     "AnnealedTarget",
     "BlockGibbs",
     "BlockGibbsState",
+    "ChEESHMC",
     "DiagonalMassMatrixAdapter",
     "Gibbs",
     "GibbsState",
@@ -32,6 +34,7 @@ __all__ = [
     "Sampler",
     "StepSizeAdapter",
     "Target",
+    "VectorizedNUTS",
     "adaptation_windows",
     "find_reasonable_step_size",
 ]

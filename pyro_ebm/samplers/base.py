@@ -2,7 +2,7 @@
 
 from abc import abstractmethod
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
@@ -20,6 +20,8 @@ class SampleInfo(NamedTuple):
         (the proposal is then rejected).
     :ivar step_size: step size used (after jitter); 0 for Gibbs kernels.
     :ivar num_steps: leapfrog steps (or site updates) taken.
+    :ivar tree_depth: tree depth (number of doublings) of each chain's NUTS trajectory; ``None`` for other
+        kernels.
     """
 
     accept_prob: torch.Tensor
@@ -27,6 +29,7 @@ class SampleInfo(NamedTuple):
     divergent: torch.Tensor
     step_size: torch.Tensor
     num_steps: torch.Tensor
+    tree_depth: Optional[torch.Tensor] = None
 
 
 class Sampler(MCMCKernel):
@@ -211,11 +214,11 @@ class Sampler(MCMCKernel):
             )
 
     @staticmethod
-    def _info(accept_prob, accepted, divergent, step_size, num_steps):
+    def _info(accept_prob, accepted, divergent, step_size, num_steps, tree_depth=None):
         n = accept_prob.shape[0]
         step_size = torch.as_tensor(step_size, dtype=accept_prob.dtype, device=accept_prob.device)
         num_steps = torch.as_tensor(num_steps, device=accept_prob.device)
-        return SampleInfo(accept_prob, accepted, divergent, step_size.expand(n), num_steps.expand(n))
+        return SampleInfo(accept_prob, accepted, divergent, step_size.expand(n), num_steps.expand(n), tree_depth)
 
     # ---------------------------------------------------------------- pyro.infer.mcmc.MCMCKernel API
 

@@ -1,12 +1,15 @@
-"""Pyro's own NUTS run chain by chain, for reference runs with few chains."""
+"""NUTS: vectorized over many chains (:class:`VectorizedNUTS`), and Pyro's own run chain by chain for reference runs."""
 
+import math
 import warnings
 from typing import NamedTuple
 
 import torch
 from pyro.infer.mcmc import NUTS as PyroNUTS
 
+from pyro_ebm.ops.jit import CompiledFunction, param_store_key
 from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.hmc import HMC
 
 #: Above this many chains :class:`NUTS` warns: they run one after another.
 MANY_CHAINS = 8
@@ -79,3 +82,195 @@ class NUTS(Sampler):
         moved = (z != state.z).any(-1)
         step_size = torch.tensor(step_sizes, dtype=z.dtype, device=z.device)
         return NUTSState(z), self._info(accept_prob, moved, divergent, step_size, 0)
+
+
+class VectorizedNUTS(HMC):
+    r"""
+    The No-U-Turn sampler on many chains at once, in one tensor: each chain builds its own tree, with its own
+    random directions, its own depth, its own U-turn and divergence checks and its own multinomial draw.
+
+    Trees are built iteratively (not recursively): the trajectory doubles in one direction per chain, and a new
+    subtree of :math:`2^d` leapfrog steps is integrated leaf by leaf for all chains together. Within the
+    subtree, the proposal is drawn by multinomial sampling over its leaves; at each doubling, the subtree's
+    proposal replaces the tree's with probability :math:`\min(1, w_{new} / w_{old})` (biased progressive
+    sampling, as in Stan and Pyro). The generalized U-turn criterion (Betancourt 2017) is checked on every
+    binary sub-subtree as its last leaf is integrated, using checkpoints of momenta and momentum sums (the
+    iterative scheme of NumPyro), and on the whole tree after each doubling. A chain stops when its tree turns,
+    diverges (energy error above ``max_energy_error``) or reaches ``max_tree_depth``; chains that have stopped
+    are masked while the others go on, so an iteration costs as many leapfrog steps as the deepest tree.
+
+    It reuses Pyro's :func:`~pyro.ops.integrator.velocity_verlet` (compiled with ``jit_compile=True``) and the
+    same adaptation as :class:`HMC`: dual averaging of the step size on the trees' mean acceptance statistic and
+    a diagonal mass matrix during warmup. ``info.tree_depth`` and ``info.num_steps`` report each chain's tree
+    depth and leapfrog steps. For a reference run of Pyro's own NUTS, chain by chain, see :class:`NUTS`.
+
+    :param int max_tree_depth: at most :math:`2^{depth} - 1` leapfrog steps per iteration.
+    :param float target_accept_prob: target of the step-size adaptation (0.8, as in Pyro and Stan).
+    :param kwargs: ``step_size``, ``adapt``, ``adapt_mass_matrix``, ``per_chain``, ``max_energy_error``,
+        ``num_chains``, ``jit_compile`` as for :class:`HMC`.
+    """
+
+    def __init__(self, model=None, potential_fn=None, *, max_tree_depth=10, target_accept_prob=0.8, **kwargs):
+        for name in ("num_steps", "trajectory_length", "jitter"):
+            if name in kwargs:
+                raise TypeError(f"VectorizedNUTS chooses its own trajectory: {name!r} is not an option")
+        if not isinstance(max_tree_depth, int) or max_tree_depth < 1:
+            raise ValueError(f"max_tree_depth must be a positive int, got {max_tree_depth!r}")
+        super().__init__(model, potential_fn, num_steps=1, jitter=0.0, target_accept_prob=target_accept_prob, **kwargs)
+        self.max_tree_depth = max_tree_depth
+        self._compiled_leaf = None
+        self._leaf_target = None
+        self._masks = {}
+        self._device = None
+
+    def _init_state(self, z):
+        if self._device != z.device:
+            self._masks, self._device = {}, z.device
+        if self.jit_compile and self._leaf_target is not self.target:  # a new target: a new trace
+            self._compiled_leaf = CompiledFunction(self._leaf, key_fn=param_store_key)
+            self._leaf_target = self.target
+        return super()._init_state(z)
+
+    def _turning(self, r_left, r_right, r_sum, inverse_mass):
+        # NB: the generalized criterion on velocities M^-1 r, as pyro.infer.mcmc.nuts._is_turning
+        return ((r_left * inverse_mass * r_sum).sum(-1) <= 0) | ((r_right * inverse_mass * r_sum).sum(-1) <= 0)
+
+    def step(self, state):
+        z0, n = state.z, state.z.shape[0]
+        inv_mass = state.inverse_mass
+        eps = state.step_size.expand(n)
+        r0 = torch.randn_like(z0) / inv_mass.sqrt()
+        energy0 = -state.log_prob + self._kinetic(r0, state)
+
+        left = right = (z0, r0, state.grad)
+        proposal = (z0, state.log_prob, state.grad)
+        log_w = -energy0
+        r_sum = r0
+        done = torch.zeros(n, dtype=torch.bool, device=z0.device)
+        diverged = torch.zeros_like(done)
+        depth = torch.zeros(n, dtype=torch.long, device=z0.device)
+        sum_accept = torch.zeros_like(energy0)
+        num_leaves = torch.zeros(n, dtype=torch.long, device=z0.device)
+        for d in range(self.max_tree_depth):
+            if d and not bool((~done).any()):  # NB: one host sync per doubling
+                break
+            active = ~done
+            forward = torch.rand(n, device=z0.device) < 0.5
+            start = tuple(torch.where(_rows(forward, a), a, b) for a, b in zip(right, left))
+            step = torch.where(forward, eps, -eps).unsqueeze(-1)
+            sub = self._subtree(state, start, step, 2**d, energy0, active)
+            ok = active & ~sub["turning"] & ~sub["diverged"]
+            right = tuple(torch.where(_rows(ok & forward, a), a, b) for a, b in zip(sub["last"], right))
+            left = tuple(torch.where(_rows(ok & ~forward, a), a, b) for a, b in zip(sub["last"], left))
+            take = ok & (torch.rand(n, device=z0.device).log() < sub["log_w"] - log_w)
+            proposal = tuple(torch.where(_rows(take, a), a, b) for a, b in zip(sub["proposal"], proposal))
+            log_w = torch.where(ok, torch.logaddexp(log_w, sub["log_w"]), log_w)
+            r_sum = torch.where(ok.unsqueeze(-1), r_sum + sub["r_sum"], r_sum)
+            depth = torch.where(active, d + 1, depth)
+            diverged = diverged | (active & sub["diverged"])
+            sum_accept = sum_accept + sub["sum_accept"]
+            num_leaves = num_leaves + sub["num_leaves"]
+            done = done | ~ok | self._turning(left[1], right[1], r_sum, inv_mass)
+        accept_prob = sum_accept / num_leaves.clamp(min=1)
+        z, log_prob, grad = proposal
+        new_state = state._replace(z=z, log_prob=log_prob, grad=grad)
+        accepted = (z != z0).any(-1)
+        new_state = self._adapt(new_state, accept_prob)
+        return new_state, self._info(accept_prob, accepted, diverged, eps, num_leaves, depth)
+
+    def _subtree(self, state, start, step, num_leaves, energy0, active):
+        """``num_leaves`` leapfrog steps from ``start`` for every chain: the subtree's last leaf, multinomial
+        proposal, log weight, momentum sum, and whether it turned or diverged (chains not ``active`` are
+        carried along but count nothing)."""
+        z, r, grad = start
+        slots = self.max_tree_depth
+        carry = (
+            z, r, grad,
+            active.clone(),  # alive
+            torch.zeros_like(active),  # turning
+            torch.zeros_like(active),  # diverged
+            torch.zeros_like(energy0),  # sum of acceptance statistics
+            torch.zeros_like(energy0),  # number of leaves
+            torch.full_like(energy0, -math.inf),  # log weight
+            z, state.log_prob, grad,  # proposal
+            torch.zeros_like(z),  # momentum sum
+            z.new_zeros((slots,) + z.shape),  # checkpoint momenta
+            z.new_zeros((slots,) + z.shape),  # checkpoint momentum sums
+        )
+        leaf_fn = self._compiled_leaf if self._compiled_leaf is not None else self._leaf
+        for leaf in range(num_leaves):
+            carry = leaf_fn(step, state.inverse_mass, energy0, self._slot_masks(leaf), *carry)
+        z, r, grad, _, turning, diverged, sum_accept, count, log_w, pz, plp, pgrad, r_sum = carry[:13]
+        return {
+            "last": (z, r, grad),
+            "proposal": (pz, plp, pgrad),
+            "log_w": log_w,
+            "r_sum": r_sum,
+            "turning": turning,
+            "diverged": diverged,
+            "sum_accept": sum_accept,
+            "num_leaves": count.long(),
+        }
+
+    def _slot_masks(self, leaf):
+        """``(2, slots)`` booleans: the checkpoint slot an even leaf is stored in, or the slots whose
+        sub-subtrees an odd leaf closes (see :func:`_leaf_checkpoints`); cached per leaf index."""
+        masks = self._masks.get(leaf)
+        if masks is None:
+            idx_min, idx_max = _leaf_checkpoints(leaf)
+            masks = torch.zeros(2, self.max_tree_depth, dtype=torch.bool)
+            if leaf % 2 == 0:
+                masks[0, idx_max] = True
+            else:
+                masks[1, idx_min : idx_max + 1] = True
+            masks = masks.to(self._device)
+            self._masks[leaf] = masks
+        return masks
+
+    def _leaf(self, step, inverse_mass, energy0, masks, z, r, grad, alive, turning, diverged, sum_accept, count,
+              log_w, pz, plp, pgrad, r_sum, ckpt_r, ckpt_r_sum):
+        """One leaf of a subtree for every chain, as a pure function of tensors (what ``jit_compile`` traces):
+        a leapfrog step, the divergence check, the multinomial draw, and the U-turn checks it closes."""
+        z, r, log_prob, grad = self._leapfrog(z, r, grad, step, inverse_mass)
+        energy = -log_prob + 0.5 * (r * r * inverse_mass).sum(-1)
+        delta = energy - energy0
+        bad = ~torch.isfinite(energy) | (delta > self.max_energy_error)
+        diverged = diverged | (alive & bad)
+        accept = torch.where(bad, torch.zeros_like(delta), (-delta).clamp(max=0.0).exp())
+        sum_accept = sum_accept + torch.where(alive, accept, torch.zeros_like(accept))
+        count = count + alive.to(count.dtype)
+        alive = alive & ~bad
+        leaf_log_w = torch.where(alive, -energy, torch.full_like(energy, -math.inf))
+        new_log_w = torch.logaddexp(log_w, leaf_log_w)
+        take = alive & (torch.rand_like(energy).log() < leaf_log_w - new_log_w)
+        pz = torch.where(take.unsqueeze(-1), z, pz)
+        plp = torch.where(take, log_prob, plp)
+        pgrad = torch.where(take.unsqueeze(-1), grad, pgrad)
+        log_w = torch.where(alive, new_log_w, log_w)
+        r_sum = torch.where(alive.unsqueeze(-1), r_sum + r, r_sum)
+        store, check = masks[0].view(-1, 1, 1), masks[1].view(-1, 1)
+        # every slot at once: the sub-subtree from checkpoint i to this leaf turns?
+        sub_r_sum = r_sum - ckpt_r_sum + ckpt_r
+        turns = self._turning(ckpt_r, r.unsqueeze(0), sub_r_sum, inverse_mass)
+        turning = turning | (alive & (check & turns).any(0))
+        alive = alive & ~turning
+        ckpt_r = torch.where(store, r.unsqueeze(0), ckpt_r)
+        ckpt_r_sum = torch.where(store, r_sum.unsqueeze(0), ckpt_r_sum)
+        return (z, r, grad, alive, turning, diverged, sum_accept, count, log_w, pz, plp, pgrad, r_sum, ckpt_r,
+                ckpt_r_sum)
+
+
+def _rows(mask, like):
+    """A per-chain mask ``(n,)`` shaped to broadcast against ``like`` ``(n, ...)``."""
+    return mask.reshape(mask.shape + (1,) * (like.dim() - 1))
+
+
+def _leaf_checkpoints(n):
+    """
+    Checkpoint slots for leaf ``n`` (0-based) of an iteratively built subtree: an even leaf is stored in slot
+    ``idx_max``; an odd leaf closes the binary sub-subtrees that start at the leaves in slots
+    ``idx_min .. idx_max`` (the trailing one-bits of ``n``), whose U-turns are then checked.
+    """
+    idx_max = bin(n >> 1).count("1")
+    num_subtrees = bin((~n & (n + 1)) - 1).count("1")
+    return idx_max - num_subtrees + 1, idx_max

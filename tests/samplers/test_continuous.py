@@ -21,6 +21,11 @@ KERNELS = {
     "mala": lambda: ebm.samplers.MALA(),
     # the same HMC with the leapfrog step traced and compiled (fwd + bwd of the Pyro program in one kernel)
     "hmc_jit": lambda: ebm.samplers.HMC(jit_compile=True),
+    # each chain its own tree, direction, depth and U-turn, all chains in one tensor; compiled, since a deep
+    # tree costs one Python-level leaf per leapfrog step (the eager path is tested in test_nuts.py)
+    "nuts_vectorized": lambda: ebm.samplers.VectorizedNUTS(jit_compile=True),
+    # trajectory length learned by the ChEES criterion, jittered by a Halton sequence
+    "chees": lambda: ebm.samplers.ChEESHMC(),
 }
 
 
