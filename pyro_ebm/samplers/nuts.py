@@ -55,6 +55,7 @@ class NUTS(Sampler):
                 stacklevel=3,
             )
         self.kernels = []
+        self._evaluations = 0
         for c in range(num_chains):
             kernel = PyroNUTS(potential_fn=self._chain_potential, **self.kwargs)
             kernel.initial_params = {"z": z[c].clone()}
@@ -63,13 +64,16 @@ class NUTS(Sampler):
         return NUTSState(z.clone())
 
     def _chain_potential(self, params):
+        self._evaluations += 1  # NB: Pyro evaluates the potential once per gradient (leapfrog step)
         return -self.target.log_prob(params["z"].unsqueeze(0))[0]
 
     def step(self, state):
-        rows, accept, divergent, step_sizes = [], [], [], []
+        rows, accept, divergent, step_sizes, evaluations = [], [], [], [], []
         for c, kernel in enumerate(self.kernels):
             mean_before, divergences = kernel._mean_accept_prob, len(kernel._divergences)
+            before = self._evaluations
             rows.append(kernel.sample({"z": state.z[c]})["z"])
+            evaluations.append(self._evaluations - before)
             # NB: Pyro keeps a running mean m_n of the acceptance probability (restarted when warmup ends);
             # this step's value is m_{n-1} + n (m_n - m_{n-1}). Pyro records divergences after warmup only.
             n = kernel._t - self._warmup_steps if kernel._t > self._warmup_steps else kernel._t
@@ -81,7 +85,8 @@ class NUTS(Sampler):
         divergent = torch.tensor(divergent, device=z.device)
         moved = (z != state.z).any(-1)
         step_size = torch.tensor(step_sizes, dtype=z.dtype, device=z.device)
-        return NUTSState(z), self._info(accept_prob, moved, divergent, step_size, 0)
+        num_steps = torch.tensor(evaluations, device=z.device)  # gradient evaluations of each chain's tree
+        return NUTSState(z), self._info(accept_prob, moved, divergent, step_size, num_steps)
 
 
 class VectorizedNUTS(HMC):
