@@ -16,7 +16,7 @@ included), ESS per second, and ESS per gradient evaluation (for the vectorized s
 deepest tree of each iteration, so their evaluations are counted as chains x (2^max depth - 1) per iteration).
 Goals (issue 10): ESS/s at least 50x Pyro's, and within 3x of NumPyro on the CPU.
 
-Run:  python benchmarks/nuts.py [--chains 256] [--warmup 300] [--samples 300] [--numpyro-python /path/python]
+Run:  python benchmarks/nuts.py [--chains 256] [--warmup 500] [--samples 1000] [--numpyro-python /path/python]
 """
 
 import argparse
@@ -125,9 +125,9 @@ def run_numpyro(python, name, chains, warmup, samples):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chains", type=int, default=256)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--pyro-samples", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--pyro-samples", type=int, default=1000)
     parser.add_argument("--numpyro-python", default=None)
     parser.add_argument("--targets", default=",".join(TARGETS))
     args = parser.parse_args(argv)

@@ -31,14 +31,20 @@ class NUTS(Sampler):
     diagonal mass matrix during warmup), for reference runs.
 
     Pyro's NUTS builds its tree recursively and branches on Python values per chain, so it cannot advance
-    many chains in one tensor: ``num_chains`` chains cost ``num_chains`` times one chain. Use :class:`HMC`
-    or :class:`MALA` for many chains; this sampler warns above :data:`MANY_CHAINS` chains.
+    many chains in one tensor: ``num_chains`` chains cost ``num_chains`` times one chain. For many chains use
+    ``NUTS(vectorized=True)`` (that is, :class:`VectorizedNUTS`), :class:`ChEESHMC` or :class:`HMC`; this
+    sampler warns above :data:`MANY_CHAINS` chains.
 
     :param kwargs: passed to :class:`pyro.infer.mcmc.NUTS` (e.g. ``target_accept_prob``, ``max_tree_depth``,
         ``step_size``).
     """
 
-    def __init__(self, model=None, potential_fn=None, *, num_chains=1, **kwargs):
+    def __new__(cls, *args, vectorized=False, **kwargs):
+        if vectorized:  # NB: ``NUTS(vectorized=True)`` is the many-chain sampler, VectorizedNUTS
+            return VectorizedNUTS(*args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, model=None, potential_fn=None, *, num_chains=1, vectorized=False, **kwargs):
         super().__init__(model, potential_fn, num_chains=num_chains)
         kwargs.setdefault("adapt_step_size", True)
         kwargs.setdefault("adapt_mass_matrix", True)

@@ -61,6 +61,12 @@ def test_each_chain_builds_its_own_tree():
     assert min(per_iteration) > 1
 
 
+def test_nuts_vectorized_true_is_the_many_chain_sampler():
+    kernel = ebm.samplers.NUTS(vectorized=True, max_tree_depth=6)
+    assert isinstance(kernel, ebm.samplers.VectorizedNUTS) and kernel.max_tree_depth == 6
+    assert type(ebm.samplers.NUTS()) is ebm.samplers.NUTS
+
+
 def test_options_that_nuts_chooses_itself_are_refused():
     with pytest.raises(TypeError, match="num_steps"):
         ebm.samplers.VectorizedNUTS(num_steps=5)
