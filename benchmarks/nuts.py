@@ -29,7 +29,6 @@ import warnings
 
 import numpy as np
 import pyro
-import pyro.distributions as dist
 import torch
 
 import pyro_ebm as ebm
@@ -138,15 +137,15 @@ def main(argv=None):
         print(f"{'sampler':40s}{'min bulk ESS':>13s}{'seconds':>9s}{'ESS/s':>10s}{'ESS/grad':>11s}{'accept':>8s}")
         rows = {}
         runs = [
-            ("pyro_ebm VectorizedNUTS (jit)", lambda: run_ours(model, ebm.samplers.VectorizedNUTS(jit_compile=True),
-                                                               args.chains, args.warmup, args.samples)),
-            ("pyro_ebm ChEESHMC (jit)", lambda: run_ours(model, ebm.samplers.ChEESHMC(jit_compile=True),
-                                                         args.chains, args.warmup, args.samples)),
-            ("Pyro MCMC(NUTS), 1 chain", lambda: run_pyro(model, args.warmup, args.pyro_samples)),
+            ("pyro_ebm VectorizedNUTS (jit)", lambda m=model: run_ours(
+                m, ebm.samplers.VectorizedNUTS(jit_compile=True), args.chains, args.warmup, args.samples)),
+            ("pyro_ebm ChEESHMC (jit)", lambda m=model: run_ours(
+                m, ebm.samplers.ChEESHMC(jit_compile=True), args.chains, args.warmup, args.samples)),
+            ("Pyro MCMC(NUTS), 1 chain", lambda m=model: run_pyro(m, args.warmup, args.pyro_samples)),
         ]
         if args.numpyro_python:
-            runs.append(("NumPyro NUTS, vectorized chains", lambda: run_numpyro(
-                args.numpyro_python, name, args.chains, args.warmup, args.samples)))
+            runs.append(("NumPyro NUTS, vectorized chains", lambda n=name: run_numpyro(
+                args.numpyro_python, n, args.chains, args.warmup, args.samples)))
         for label, run in runs:
             r = run()
             if r is None:

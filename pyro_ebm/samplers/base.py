@@ -2,7 +2,7 @@
 
 from abc import abstractmethod
 from collections import OrderedDict
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
@@ -29,7 +29,7 @@ class SampleInfo(NamedTuple):
     divergent: torch.Tensor
     step_size: torch.Tensor
     num_steps: torch.Tensor
-    tree_depth: Optional[torch.Tensor] = None
+    tree_depth: torch.Tensor | None = None
 
 
 class Sampler(MCMCKernel):

@@ -92,17 +92,8 @@ class ChEESHMC(HMC):
         num_steps = min(self.max_num_steps, max(1, math.ceil(float(t / state.step_size.mean()))))
         r = torch.randn_like(z) / state.inverse_mass.sqrt()
         z_new, r_new, lp_new = self._trajectory(state, r, eps.unsqueeze(-1), num_steps)
-        grad_new = self._last_grad
         log_ratio = (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
-        divergent = ~torch.isfinite(log_ratio) | (log_ratio < -self.max_energy_error)
-        accept_prob = torch.where(divergent, torch.zeros_like(log_ratio), log_ratio.clamp(max=0.0).exp())
-        accepted = (torch.rand_like(accept_prob) < accept_prob) & ~divergent
-        keep = accepted.unsqueeze(-1)
-        new_state = state._replace(
-            z=torch.where(keep, z_new, z),
-            log_prob=torch.where(accepted, lp_new, state.log_prob),
-            grad=torch.where(keep, grad_new, state.grad),
-        )
+        new_state, accept_prob, accepted, divergent = self._metropolis(state, z_new, lp_new, self._last_grad, log_ratio)
         adapting = self.adapt == "continuous" or (self.adapt == "warmup" and self._t < self._warmup_steps)
         if adapting:
             self._adapt_length(state, z_new, r_new, accept_prob, divergent, t)

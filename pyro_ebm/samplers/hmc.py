@@ -235,24 +235,30 @@ class HMC(Sampler):
         return min(self.max_num_steps, max(1, math.ceil(self.trajectory_length / float(step_size.mean()))))
 
     def step(self, state):
-        z, num_chains = state.z, state.z.shape[0]
+        num_chains = state.z.shape[0]
         base = state.step_size.expand(num_chains)
         eps = base
         if self.jitter:
             eps = base * (1 + self.jitter * (2 * torch.rand_like(base) - 1))
         num_steps = self._num_steps(base)
         z_new, lp_new, grad_new, log_ratio = self._proposal(state, eps, num_steps)
+        new_state, accept_prob, accepted, divergent = self._metropolis(state, z_new, lp_new, grad_new, log_ratio)
+        new_state = self._adapt(new_state, accept_prob)
+        return new_state, self._info(accept_prob, accepted, divergent, eps, num_steps)
+
+    def _metropolis(self, state, z_new, lp_new, grad_new, log_ratio):
+        """Each chain's Metropolis test: the new state, acceptance probability, accepted and divergent flags (a
+        non-finite or too large energy error is divergent and rejected)."""
         divergent = ~torch.isfinite(log_ratio) | (log_ratio < -self.max_energy_error)
         accept_prob = torch.where(divergent, torch.zeros_like(log_ratio), log_ratio.clamp(max=0.0).exp())
         accepted = (torch.rand_like(accept_prob) < accept_prob) & ~divergent
         keep = accepted.unsqueeze(-1)
         new_state = state._replace(
-            z=torch.where(keep, z_new, z),
+            z=torch.where(keep, z_new, state.z),
             log_prob=torch.where(accepted, lp_new, state.log_prob),
             grad=torch.where(keep, grad_new, state.grad),
         )
-        new_state = self._adapt(new_state, accept_prob)
-        return new_state, self._info(accept_prob, accepted, divergent, eps, num_steps)
+        return new_state, accept_prob, accepted, divergent
 
     # ---------------------------------------------------------------- adaptation
 

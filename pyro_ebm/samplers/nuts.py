@@ -282,6 +282,6 @@ def _leaf_checkpoints(n):
     ``idx_max``; an odd leaf closes the binary sub-subtrees that start at the leaves in slots
     ``idx_min .. idx_max`` (the trailing one-bits of ``n``), whose U-turns are then checked.
     """
-    idx_max = bin(n >> 1).count("1")
-    num_subtrees = bin((~n & (n + 1)) - 1).count("1")
+    idx_max = (n >> 1).bit_count()
+    num_subtrees = ((~n & (n + 1)) - 1).bit_count()
     return idx_max - num_subtrees + 1, idx_max
