@@ -88,8 +88,8 @@ def pseudo_log_likelihood(model, data, *, chunk_size=2**16):
 class _FlipObjective(TrainingObjective):
     """Shared machinery: the flip log-ratios of the batch, and a per-site penalty summed over sites."""
 
-    def __init__(self, model, optim, *, jit_compile=False):
-        super().__init__(model, optim, jit_compile=jit_compile)
+    def __init__(self, model, optim, *, jit_compile=False, monitor=None):
+        super().__init__(model, optim, jit_compile=jit_compile, monitor=monitor)
         self._checked = False
 
     def _check_model(self):
@@ -125,6 +125,7 @@ class PseudoLikelihood(_FlipObjective):
     :param optim: a ``pyro.optim`` optimizer.
     :param int num_sites: sites per step, drawn at random without replacement and rescaled by
         ``D / num_sites`` (an unbiased estimate, for large ``D``); default all ``D`` sites.
+    :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
     :param bool jit_compile: trace and compile the loss and its gradients after a first eager step.
 
     References
@@ -132,8 +133,8 @@ class PseudoLikelihood(_FlipObjective):
     [1] J. Besag, "Statistical analysis of non-lattice data", The Statistician 1975.
     """
 
-    def __init__(self, model, optim, *, num_sites=None, jit_compile=False):
-        super().__init__(model, optim, jit_compile=jit_compile)
+    def __init__(self, model, optim, *, num_sites=None, jit_compile=False, monitor=None):
+        super().__init__(model, optim, jit_compile=jit_compile, monitor=monitor)
         if num_sites is not None and (not isinstance(num_sites, int) or num_sites < 1):
             raise ValueError(f"num_sites must be a positive int or None, got {num_sites!r}")
         self.num_sites = num_sites
@@ -161,6 +162,7 @@ class RatioMatching(_FlipObjective):
 
     :param model: a model with binary or spin data.
     :param optim: a ``pyro.optim`` optimizer.
+    :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
     :param bool jit_compile: trace and compile the loss and its gradients after a first eager step.
 
     References
@@ -181,6 +183,7 @@ class MinimumProbabilityFlow(_FlipObjective):
 
     :param model: a model with binary or spin data.
     :param optim: a ``pyro.optim`` optimizer.
+    :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
     :param bool jit_compile: trace and compile the loss and its gradients after a first eager step.
 
     References

@@ -37,6 +37,7 @@ class NCE(TrainingObjective):
     :param optim: a ``pyro.optim`` optimizer.
     :param noise: the noise distribution (default: see above).
     :param float noise_ratio: :math:`\nu`; ``round(noise_ratio * batch_size)`` noise samples per step.
+    :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
     :param bool jit_compile: trace and compile the loss and its gradients after a first eager step.
 
     References
@@ -45,8 +46,8 @@ class NCE(TrainingObjective):
         statistical models", AISTATS 2010.
     """
 
-    def __init__(self, model, optim, *, noise=None, noise_ratio=1.0, jit_compile=False):
-        super().__init__(model, optim, jit_compile=jit_compile)
+    def __init__(self, model, optim, *, noise=None, noise_ratio=1.0, jit_compile=False, monitor=None):
+        super().__init__(model, optim, jit_compile=jit_compile, monitor=monitor)
         if noise_ratio <= 0:
             raise ValueError(f"noise_ratio must be positive, got {noise_ratio}")
         if noise is not None and not isinstance(noise, torch.distributions.Distribution):

@@ -41,9 +41,11 @@ class TrainingObjective(ABC):
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param optim: a :class:`pyro.optim.PyroOptim` (e.g. ``pyro.optim.Adam({"lr": 1e-3})``).
     :param bool jit_compile: compile the loss and its parameter gradients.
+    :param monitor: an optional :class:`~pyro_ebm.diagnostics.TrainingMonitor` (anything with ``update(obj)``),
+        told about every update.
     """
 
-    def __init__(self, model, optim, *, jit_compile=False):
+    def __init__(self, model, optim, *, jit_compile=False, monitor=None):
         if not isinstance(optim, pyro.optim.PyroOptim):
             raise TypeError(
                 f"optim must be a pyro.optim optimizer (e.g. pyro.optim.Adam({{'lr': 1e-3}})), got {type(optim).__name__}"
@@ -51,8 +53,12 @@ class TrainingObjective(ABC):
         self.model = as_energy_model(model)
         self.optim = optim
         self.jit_compile = jit_compile
+        self.monitor = monitor
         #: Number of optimizer steps taken so far.
         self.num_updates = 0
+        #: The loss of the last update (a float), and its batch.
+        self.last_loss = None
+        self.last_batch = None
         self._params = None  # (key, parameters) found by the last eager step, for the compiled loss
         self._compiled = CompiledFunction(self._loss_and_grads, key_fn=param_store_key) if jit_compile else None
 
@@ -85,10 +91,15 @@ class TrainingObjective(ABC):
             loss, params = self._compiled_gradients(batch, step)
         else:
             loss, params = self._eager_gradients(batch, step)
+        if self.monitor is not None and hasattr(self.monitor, "before_update"):
+            self.monitor.before_update(self)  # NB: e.g. the chains' log density under the parameters before
         self.optim(params)
         zero_grads(params)
         self.num_updates = step
-        return float(loss)
+        self.last_loss, self.last_batch = float(loss), batch
+        if self.monitor is not None:
+            self.monitor.update(self)
+        return self.last_loss
 
     def _eager_gradients(self, batch, step):
         """The loss, with gradients accumulated by autograd in the parameters it touched (found by a trace)."""

@@ -16,8 +16,8 @@ class _ContrastiveDivergence(TrainingObjective):
     model expectation replaced by the chains' average, plus an optional energy regularizer.
     """
 
-    def __init__(self, model, sampler, optim, *, num_steps, energy_l2, divergence_patience, jit_compile):
-        super().__init__(model, optim, jit_compile=jit_compile)
+    def __init__(self, model, sampler, optim, *, num_steps, energy_l2, divergence_patience, jit_compile, monitor):
+        super().__init__(model, optim, jit_compile=jit_compile, monitor=monitor)
         if not isinstance(sampler, Sampler):
             raise TypeError(
                 f"sampler must be one of ebm.samplers (HMC, MALA, Langevin, Gibbs, BlockGibbs, ...), got "
@@ -137,6 +137,7 @@ class PCD(_ContrastiveDivergence):
     :param int divergence_patience: a :class:`~pyro_ebm.infer.TrainingError` is raised when every chain has
         been divergent in this many updates in a row (one such update is survivable: the chains stay valid
         draws of the previous model, and an adapting step size shrinks).
+    :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
     :param bool jit_compile: trace and compile the loss and its parameter gradients after a first eager step
         (:class:`~pyro_ebm.infer.TrainingObjective`); give the sampler ``jit_compile=True`` too to compile the
         negative phase.
@@ -158,9 +159,9 @@ class PCD(_ContrastiveDivergence):
     """
 
     def __init__(self, model, sampler, optim, *, num_chains=100, num_steps=1, init="data", reinit_prob=0.0,
-                 energy_l2=0.0, divergence_patience=20, jit_compile=False):
+                 energy_l2=0.0, divergence_patience=20, jit_compile=False, monitor=None):
         super().__init__(model, sampler, optim, num_steps=num_steps, energy_l2=energy_l2,
-                         divergence_patience=divergence_patience, jit_compile=jit_compile)
+                         divergence_patience=divergence_patience, jit_compile=jit_compile, monitor=monitor)
         if not isinstance(num_chains, int) or num_chains < 1:
             raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
         if not (isinstance(init, str) and init in _INIT_CHOICES) and not torch.is_tensor(init):
@@ -219,6 +220,7 @@ class CD(_ContrastiveDivergence):
     :param int k: sampler steps from the data.
     :param float energy_l2: weight of the energy regularizer.
     :param int divergence_patience: as in :class:`PCD`.
+    :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
     :param bool jit_compile: as in :class:`PCD`.
 
     References
@@ -226,9 +228,10 @@ class CD(_ContrastiveDivergence):
     [1] G. Hinton, "Training products of experts by minimizing contrastive divergence", Neural Computation 2002.
     """
 
-    def __init__(self, model, sampler, optim, *, k=1, energy_l2=0.0, divergence_patience=20, jit_compile=False):
+    def __init__(self, model, sampler, optim, *, k=1, energy_l2=0.0, divergence_patience=20, jit_compile=False,
+                 monitor=None):
         super().__init__(model, sampler, optim, num_steps=k, energy_l2=energy_l2,
-                         divergence_patience=divergence_patience, jit_compile=jit_compile)
+                         divergence_patience=divergence_patience, jit_compile=jit_compile, monitor=monitor)
         self.k = k
 
     def _prepare(self, batch):

@@ -39,6 +39,7 @@ class ScoreMatching(TrainingObjective):
     :param int num_projections: projections per example for ``"sliced"``.
     :param str projection: ``"rademacher"`` or ``"gaussian"`` for ``"sliced"``.
     :param float noise_scale: :math:`\sigma` for ``"denoising"`` (default 0.1).
+    :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
     :param bool jit_compile: trace and compile the loss and its gradients after a first eager step.
 
     References
@@ -49,8 +50,8 @@ class ScoreMatching(TrainingObjective):
     """
 
     def __init__(self, model, optim, *, method="exact", num_projections=1, projection="rademacher",
-                 noise_scale=None, jit_compile=False):
-        super().__init__(model, optim, jit_compile=jit_compile)
+                 noise_scale=None, jit_compile=False, monitor=None):
+        super().__init__(model, optim, jit_compile=jit_compile, monitor=monitor)
         if method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
         if projection not in _PROJECTIONS:
