@@ -149,7 +149,7 @@ class TrainingMonitor:
         if self._t0 is None:
             self._t0 = time.perf_counter()
             if self.progress_bar:
-                self._bar = tqdm(total=self.total, desc=type(obj).__name__, leave=False)
+                self._bar = tqdm(total=self.total, desc=type(obj).__name__, leave=False, disable=None)
         chains = getattr(obj, "chains", None)
         info = getattr(obj, "info", None)
         if info is not None:
