@@ -44,11 +44,15 @@ def to_inference_data(x, stats=None, *, var_name="x"):
             )
         sample_stats[SAMPLE_STATS_NAMES.get(name, name)] = _numpy(value)
     event_dims = [f"{var_name}_dim_{i}" for i in range(x.dim() - 2)]
-    return az.from_dict(
-        posterior={var_name: _numpy(x)},
-        sample_stats=sample_stats or None,
-        dims={var_name: event_dims},
-    )
+    with warnings.catch_warnings():
+        # NB: the (chain, draw) order is checked above; ArviZ's "more chains than draws" guess is then noise
+        # (many short chains are the normal case here)
+        warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
+        return az.from_dict(
+            posterior={var_name: _numpy(x)},
+            sample_stats=sample_stats or None,
+            dims={var_name: event_dims},
+        )
 
 
 def ais_to_inference_data(result, *, var_name="x"):

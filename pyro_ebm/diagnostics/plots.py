@@ -110,7 +110,7 @@ def plot_density_2d(model, *, data=None, samples=None, extent=None, num_points=1
         lp = m.log_density(grid, validate=False).double().reshape(num_points, num_points)
     lp = lp - torch.logsumexp(lp.reshape(-1), 0)
     z = lp if log else lp.exp()
-    fig = Figure(figsize=(5, 4.5))
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     cs = ax.contourf(_numpy(gx), _numpy(gy), _numpy(torch.nan_to_num(z, neginf=float(lp[torch.isfinite(lp)].min()))),
                      levels=30, cmap="viridis")

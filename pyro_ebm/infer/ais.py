@@ -628,7 +628,7 @@ def _anneal(path, x, betas, transitions, method, progress_bar):
     freeze = _adaptation(path.sampler, "none") if isinstance(path, _SamplerPath) else contextlib.nullcontext()
     with freeze:
         state = path.init_state(x, betas[0])
-        for t in tqdm(range(1, betas.shape[0]), desc=method.replace("_", " "), disable=not progress_bar,
+        for t in tqdm(range(1, betas.shape[0]), desc=method.replace("_", " "), disable=None if progress_bar else True,
                       leave=False):
             beta_prev, beta_next = betas[t - 1], betas[t]
             state, increment, acc = path.step(state, beta_prev, beta_next)
