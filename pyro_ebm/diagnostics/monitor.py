@@ -157,6 +157,8 @@ class TrainingMonitor:
             self._divergences = divergent if self._divergences is None else self._divergences + divergent
         if chains is not None:
             self._carry_log_partition(obj)
+            if self._window and self._window[-1].shape != chains.shape:
+                self._window.clear()  # NB: CD's chains follow the batch size (a short last batch)
             self._window.append(chains.detach().clone())
         if self._bar is not None:
             self._bar.update(1)

@@ -82,6 +82,15 @@ def test_running_log_partition_tracks_ais_on_an_rbm(digits):
     assert abs(ais[0] - anchor) > 1.0 and (running[0] - anchor) * (ais[0] - anchor) > 0
 
 
+def test_monitor_with_cd_and_a_short_last_batch(digits):
+    train, test = digits
+    mon = TrainingMonitor(every=5, heldout=test, progress_bar=False, running_log_partition=False)
+    cd = ebm.infer.CD(ebm.models.RBM(64, 4), ebm.samplers.BlockGibbs(), pyro.optim.SGD({"lr": 0.05}), monitor=mon)
+    for batch in train[:98].split(20):  # the last batch has 18 rows: CD's chains follow it
+        cd.step(batch)
+    assert mon.history["step"] == [5] and math.isfinite(mon.history["pseudo_log_likelihood"][0])
+
+
 def test_monitor_works_with_objectives_without_chains():
     g = ebm.models.GaussianEnergy(2)
     mon = TrainingMonitor(every=5, progress_bar=False)
