@@ -78,6 +78,7 @@ class LogPartitionEstimate:
         self.log_weights = log_weights
         self.method = method
         self.log_partition_base = float(log_partition_base)
+        self.correction = float(correction)
         sign = -1.0 if method == "reverse_ais" else 1.0
         self.log_partition = self.log_partition_base + sign * log_mean_exp(log_weights) + correction
         self.stderr = log_mean_exp_stderr(log_weights)
@@ -380,6 +381,10 @@ class AIS:
     :param int pilot_chains: chains of the pilot (default ``min(num_chains, 64)``).
     :param bool jit_compile: compile the transitions (see :class:`~pyro_ebm.ops.jit.CompiledFunction`).
     :param bool progress_bar: show a tqdm progress bar.
+    :param bool distributed: shard the chains over the processes of ``torch.distributed`` (e.g. under
+        ``torchrun``): each process runs ``num_chains`` chains with seed ``seed + rank``, and their log weights are
+        gathered into one estimate (with the standard error of all the chains), the same in every process.
+        Reverse runs start from each process's own ``samples``.
 
     Example::
 
@@ -404,6 +409,7 @@ class AIS:
         pilot_chains=None,
         jit_compile=False,
         progress_bar=True,
+        distributed=False,
     ):
         if not isinstance(num_chains, int) or num_chains < 1:
             raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
@@ -424,6 +430,7 @@ class AIS:
         self.pilot_chains = pilot_chains or min(num_chains, 64)
         self.jit_compile = jit_compile
         self.progress_bar = progress_bar
+        self.distributed = distributed
 
     @property
     def num_steps(self):
@@ -440,13 +447,50 @@ class AIS:
             then gives the sandwich.
         :rtype: LogPartitionEstimate
         """
-        with _seeded(self.seed, self._device()):
+        with _seeded(self._process_seed(), self._device()):
             path = self._build_path()
             x = self._initial(path, self.num_chains)
-            result = _anneal(path, x, self.betas, self.transitions, "ais", self.progress_bar)
+            result = self._gather(_anneal(path, x, self.betas, self.transitions, "ais", self.progress_bar))
             if reverse_from is not None:
-                result.reverse = self._reverse(path, reverse_from)
+                result.reverse = self._gather(self._reverse(path, reverse_from))
         return result
+
+    def _process_seed(self):
+        """This process's seed: ``seed + rank`` when sharded (``seed`` drawn on rank 0 and shared when None)."""
+        if not self.distributed:
+            return self.seed
+        import torch.distributed as dist
+
+        seed = self.seed
+        if seed is None:
+            shared = torch.randint(2**31 - 1, (1,), device=self._device())
+            dist.broadcast(shared, src=0)
+            seed = int(shared)
+        return seed + dist.get_rank()
+
+    def _gather(self, result):
+        """Sharded AIS: every process's log weights gathered (in rank order) into one estimate, the same in every
+        process; the acceptance rates are averaged; the samples stay local."""
+        if not self.distributed:
+            return result
+        import torch.distributed as dist
+
+        world = dist.get_world_size()
+        parts = [torch.empty_like(result.log_weights) for _ in range(world)]
+        dist.all_gather(parts, result.log_weights.contiguous())
+        accept = result.accept_prob.clone()
+        dist.all_reduce(accept)
+        gathered = LogPartitionEstimate(
+            torch.cat(parts),
+            method=result.method,
+            log_partition_base=result.log_partition_base,
+            correction=result.correction,
+            betas=result.betas,
+            accept_prob=accept / world,
+            samples=result.samples,
+            seconds=result.seconds,
+        )
+        return gathered
 
     def run_reverse(self, samples):
         """
@@ -459,8 +503,8 @@ class AIS:
         :param torch.Tensor samples: ``(n, *event_shape)``; ``n`` chains are run.
         :rtype: LogPartitionEstimate
         """
-        with _seeded(self.seed, self._device()):
-            return self._reverse(self._build_path(), samples)
+        with _seeded(self._process_seed(), self._device()):
+            return self._gather(self._reverse(self._build_path(), samples))
 
     def _reverse(self, path, samples):
         x = self.model.check_data(samples)

@@ -54,6 +54,9 @@ class TrainingObjective(ABC):
         self.optim = optim
         self.jit_compile = jit_compile
         self.monitor = monitor
+        #: The ``torch.distributed`` process group of :meth:`data_parallel` training, or ``None``.
+        self.process_group = None
+        self._broadcast_done = False
         #: Number of optimizer steps taken so far.
         self.num_updates = 0
         #: The loss of the last update (a float), and its batch.
@@ -86,11 +89,11 @@ class TrainingObjective(ABC):
         :rtype: float
         """
         step = self.num_updates + 1
-        self._prepare(batch)
-        if self._params is not None and self._params[0] == param_store_key():
-            loss, params = self._compiled_gradients(batch, step)
+        if self.process_group is None:
+            self._prepare(batch)
+            loss, params = self._gradients(batch, step)
         else:
-            loss, params = self._eager_gradients(batch, step)
+            loss, params = self._data_parallel_gradients(batch, step, prepare=True)
         if self.monitor is not None and hasattr(self.monitor, "before_update"):
             self.monitor.before_update(self)  # NB: e.g. the chains' log density under the parameters before
         self.optim(params)
@@ -100,6 +103,78 @@ class TrainingObjective(ABC):
         if self.monitor is not None:
             self.monitor.update(self)
         return self.last_loss
+
+    def _gradients(self, batch, step):
+        if self._params is not None and self._params[0] == param_store_key():
+            return self._compiled_gradients(batch, step)
+        return self._eager_gradients(batch, step)
+
+    def _data_parallel_gradients(self, batch, step, prepare=False):
+        """
+        The gradients averaged over the processes of :attr:`process_group` (data parallelism: each process has its
+        own batch shard and, for PCD, its own chains). An error in any process (a non-finite loss, data
+        outside the support) is raised there and a :class:`TrainingError` in all the others, so none waits forever. At the first update the parameters are
+        broadcast from rank 0 and the gradients computed again, as DistributedDataParallel does at
+        construction.
+        """
+        import torch.distributed as dist
+
+        group = self.process_group
+        try:
+            if prepare:
+                self._prepare(batch)
+            loss, params = self._gradients(batch, step)
+            error = None
+        except Exception as e:  # noqa: BLE001 -- any failure must reach the other processes, or they wait forever
+            loss, params, error = None, (), e
+        failed = torch.tensor([1.0 if error is not None else 0.0], device=torch.as_tensor(batch).device)
+        dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=group)
+        if bool(failed):
+            if error is not None:
+                raise error
+            raise TrainingError(
+                f"step {step}: another process of the data-parallel {type(self).__name__} failed (its own error "
+                f"says why); parameters are kept from step {step - 1}."
+            )
+        names = pyro.get_param_store()
+        params = sorted(params, key=lambda p: names.param_name(p) or "")  # NB: the same order in every process
+        if not self._broadcast_done:
+            for p in params:
+                dist.broadcast(p.data, src=0, group=group)
+            zero_grads(set(params))
+            self._broadcast_done = True
+            return self._data_parallel_gradients(batch, step)
+        world = dist.get_world_size(group)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([torch.as_tensor(loss).reshape(1).to(grads[0])] + [g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, group=group)
+        flat = flat / world
+        offset = 1
+        for p, g in zip(params, grads):
+            p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+            offset += g.numel()
+        return flat[0], set(params)
+
+    def data_parallel(self, process_group=None):
+        """
+        Train data-parallel over ``torch.distributed`` (e.g. launched with ``torchrun``): each process calls
+        :meth:`step` on its own shard of the data (and, for PCD, keeps its own persistent chains); the gradients
+        (and the reported loss) are averaged over the processes before every optimizer step, so with equal shards
+        the update is that of one process holding all the data and all the chains. The parameters are broadcast
+        from rank 0 at the first step. Returns ``self``.
+
+        :param process_group: a ``torch.distributed`` process group (default: the world).
+        """
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError(
+                "data_parallel() needs torch.distributed to be initialized (torch.distributed.init_process_group, "
+                "e.g. under torchrun)"
+            )
+        self.process_group = process_group if process_group is not None else dist.group.WORLD
+        self._broadcast_done = False
+        return self
 
     def _eager_gradients(self, batch, step):
         """The loss, with gradients accumulated by autograd in the parameters it touched (found by a trace)."""
