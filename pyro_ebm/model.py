@@ -422,7 +422,8 @@ class EnergyModel:
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
                 try:
-                    tr = _trace(self.model, torch.zeros(1), batch_plate=True, pass_data=False)
+                    dummy = torch.zeros(1, device=_module_device(self.model))  # NB: sizes the batch plate only
+                    tr = _trace(self.model, dummy, batch_plate=True, pass_data=False)
                 except Exception:
                     tr = _trace(self.model, None, pass_data=False)
         except Exception as e:
@@ -593,6 +594,16 @@ class _OneExample(TorchDistribution):
     def log_prob(self, value):
         k = len(self.event_shape)
         return self.base_dist.log_prob(value.unsqueeze(value.dim() - k)).squeeze(-1)
+
+
+def _module_device(model):
+    """The device of a module's tensors (``None``, the default device, for a plain callable)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    zero = model._buffers.get("_zero")
+    if zero is not None:
+        return zero.device
+    return next((t.device for t in model.parameters()), None)
 
 
 def _module_dtype(module, default):

@@ -599,7 +599,7 @@ def _pilot_step_sizes(path, betas, num_chains, steps, num_temperatures):
     in beta and frozen for the run.
     """
     sampler = path.sampler
-    index = torch.linspace(0, betas.shape[0] - 1, max(2, num_temperatures)).round().long()
+    index = torch.linspace(0, betas.shape[0] - 1, max(2, num_temperatures), device=betas.device).round().long()
     x = path.initial(num_chains)
     pilot_betas = betas[index].to(x.device)
     log_eps = []
@@ -760,7 +760,8 @@ def log_likelihood(model, data, log_partition):
     if isinstance(log_partition, LogPartitionEstimate):
         log_z, z_err = float(log_partition.log_partition), float(log_partition.stderr)
     else:
-        log_z, z_err = float(torch.as_tensor(log_partition).detach()), 0.0
+        value = log_partition.detach() if torch.is_tensor(log_partition) else log_partition
+        log_z, z_err = float(value), 0.0
     n = lp.shape[0]
     data_err = float(lp.std() / math.sqrt(n)) if n > 1 else 0.0
     return LogLikelihood(float(lp.mean()) - log_z, math.sqrt(data_err**2 + z_err**2))

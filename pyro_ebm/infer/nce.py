@@ -109,7 +109,7 @@ class NCE(TrainingObjective):
             raise ValueError("fitting NCE's default Gaussian noise needs a first batch of at least 2 rows")
         mean = flat.mean(0)
         cov = torch.cov(flat.T, correction=1).reshape(flat.shape[1], flat.shape[1]) * 1.1
-        cov = cov + 1e-6 * cov.diagonal().mean().clamp(min=1e-12) * torch.eye(flat.shape[1], dtype=cov.dtype)
+        cov = cov + 1e-6 * cov.diagonal().mean().clamp(min=1e-12) * torch.eye(flat.shape[1], dtype=cov.dtype, device=cov.device)
         noise = dist.MultivariateNormal(mean, covariance_matrix=cov)
         if len(event) != 1:
             noise = dist.TransformedDistribution(noise, [dist.transforms.ReshapeTransform((flat.shape[1],), event)])

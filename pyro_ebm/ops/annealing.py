@@ -33,7 +33,7 @@ def annealing_schedule(schedule, num_steps, *, dtype=torch.float64, device=None)
                 f"num_steps must be an int >= 2 (annealing in one step is plain importance sampling: use "
                 f"ebm.infer.ImportanceSampling), got {num_steps!r}"
             )
-        t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
+        t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64, device=device)
         if schedule == "linear":
             betas = t
         elif schedule == "sigmoid":
@@ -44,7 +44,7 @@ def annealing_schedule(schedule, num_steps, *, dtype=torch.float64, device=None)
             betas = torch.cat([t.new_zeros(1), 10.0 ** (-4.0 * (1 - t[1:]))])
         betas[0], betas[-1] = 0.0, 1.0
         return betas.to(dtype=dtype, device=device)
-    betas = torch.as_tensor(schedule, dtype=torch.float64)
+    betas = torch.as_tensor(schedule, dtype=torch.float64, device=device)
     if betas.dim() != 1 or betas.numel() < 3:
         raise ValueError(
             f"a schedule tensor must be 1-D with at least 3 betas (0, ..., 1), got shape {tuple(betas.shape)}"

@@ -114,7 +114,7 @@ class HMC(Sampler):
             raise ValueError(f"jitter must be in [0, 1), got {jitter}")
         if torch.is_tensor(step_size) and step_size.dim() > 0 and not per_chain and adapt != "none":
             raise ValueError("a step size per chain needs per_chain=True (or adapt='none')")
-        if not bool(torch.all(torch.as_tensor(step_size) > 0)):
+        if not (bool((step_size > 0).all()) if torch.is_tensor(step_size) else step_size > 0):
             raise ValueError(f"step_size must be positive, got {step_size}")
         self.step_size = step_size
         self.num_steps = num_steps

@@ -44,7 +44,7 @@ class Langevin(Sampler):
         self, model=None, potential_fn=None, *, step_size=0.1, noise_scale=1.0, num_chains=1, jit_compile=False
     ):
         super().__init__(model, potential_fn, num_chains=num_chains, jit_compile=jit_compile)
-        if not bool(torch.all(torch.as_tensor(step_size) > 0)):
+        if not (bool((step_size > 0).all()) if torch.is_tensor(step_size) else step_size > 0):
             raise ValueError(f"step_size must be positive, got {step_size}")
         if noise_scale < 0:
             raise ValueError(f"noise_scale must be non-negative, got {noise_scale}")

@@ -229,12 +229,11 @@ class VectorizedNUTS(HMC):
         masks = self._masks.get(leaf)
         if masks is None:
             idx_min, idx_max = _leaf_checkpoints(leaf)
-            masks = torch.zeros(2, self.max_tree_depth, dtype=torch.bool)
+            masks = torch.zeros(2, self.max_tree_depth, dtype=torch.bool, device=self._device)
             if leaf % 2 == 0:
                 masks[0, idx_max] = True
             else:
                 masks[1, idx_min : idx_max + 1] = True
-            masks = masks.to(self._device)
             self._masks[leaf] = masks
         return masks
 

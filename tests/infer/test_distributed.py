@@ -83,6 +83,7 @@ def _worker(rank, path, out, job):
             except Exception as e:  # noqa: BLE001 -- recorded for the test to read
                 outcome = f"{type(e).__name__}: {e}"
             torch.save(outcome, os.path.join(out, f"{rank}.pt"))
+            dist.barrier()  # NB: both processes leave together: a peer closing first can abort gloo's teardown
         else:
             pyro.clear_param_store()
             result = ebm.infer.AIS(make_rbm(), num_chains=50, num_steps=50, seed=3, distributed=True,
