@@ -112,10 +112,10 @@ class TrainingObjective(ABC):
     def _data_parallel_gradients(self, batch, step, prepare=False):
         """
         The gradients averaged over the processes of :attr:`process_group` (data parallelism: each process has its
-        own batch shard and, for PCD, its own chains). An error in any process (a non-finite loss, data
-        outside the support) is raised there and a :class:`TrainingError` in all the others, so none waits forever. At the first update the parameters are
-        broadcast from rank 0 and the gradients computed again, as DistributedDataParallel does at
-        construction.
+        own batch shard and, for PCD, its own chains). An error in any process (a non-finite loss, data outside
+        the support) is raised there and a :class:`TrainingError` in all the others, so none waits forever. At
+        the first update the parameters are broadcast from rank 0 and the gradients computed again, as
+        DistributedDataParallel does at construction.
         """
         import torch.distributed as dist
 
@@ -146,14 +146,22 @@ class TrainingObjective(ABC):
             return self._data_parallel_gradients(batch, step)
         world = dist.get_world_size(group)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([torch.as_tensor(loss).reshape(1).to(grads[0])] + [g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, group=group)
-        flat = flat / world
-        offset = 1
-        for p, g in zip(params, grads):
-            p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
-            offset += g.numel()
-        return flat[0], set(params)
+        # NB: one all_reduce per dtype (usually one), the loss riding along in the first
+        loss = torch.as_tensor(loss).detach().reshape(1).to(grads[0])
+        for dtype in dict.fromkeys(g.dtype for g in grads):
+            members = [i for i, g in enumerate(grads) if g.dtype == dtype]
+            head = [loss] if dtype == loss.dtype else []
+            flat = torch.cat(head + [grads[i].reshape(-1) for i in members])
+            dist.all_reduce(flat, group=group)
+            flat = flat / world
+            if head:
+                loss, flat = flat[:1], flat[1:]
+            offset = 0
+            for i in members:
+                n = grads[i].numel()
+                params[i].grad = flat[offset : offset + n].view_as(grads[i]).clone()
+                offset += n
+        return loss[0], set(params)
 
     def data_parallel(self, process_group=None):
         """
