@@ -8,6 +8,7 @@ import time
 
 import pyro
 import torch
+from tqdm.auto import tqdm
 
 import pyro_ebm as ebm
 
@@ -88,7 +89,7 @@ def _ring_section(args, out, report):
         obj = make(model)
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(args.seed)
-        bar = ebm.diagnostics.monitor.tqdm(range(args.ring_steps), desc=name, leave=False,
+        bar = tqdm(range(args.ring_steps), desc=name, leave=False,
                                            disable=None if args.progress else True)
         for _ in bar:
             obj.step(train[torch.randint(len(train), (256,), generator=g)])

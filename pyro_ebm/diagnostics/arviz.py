@@ -75,17 +75,14 @@ def ais_to_inference_data(result, *, var_name="x"):
     with warnings.catch_warnings():
         # NB: one draw per AIS chain is the intended layout; ArviZ warns about "more chains than draws"
         warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
-        return _ais_from_dict(result, x, n, var_name, constant_data, dims)
-
-
-def _ais_from_dict(result, x, n, var_name, constant_data, dims):
-    return az.from_dict(
-        posterior={var_name: _numpy(x.reshape((n, 1) + x.shape[1:]))},
-        sample_stats={"log_weight": _numpy(result.log_weights.reshape(n, 1))},
-        constant_data=constant_data or None,
-        dims=dims,
-        attrs={"method": result.method, "log_partition": float(result.log_partition), "stderr": float(result.stderr)},
-    )
+        return az.from_dict(
+            posterior={var_name: _numpy(x.reshape((n, 1) + x.shape[1:]))},
+            sample_stats={"log_weight": _numpy(result.log_weights.reshape(n, 1))},
+            constant_data=constant_data or None,
+            dims=dims,
+            attrs={"method": result.method, "log_partition": float(result.log_partition),
+                   "stderr": float(result.stderr)},
+        )
 
 
 def _numpy(t):

@@ -6,7 +6,9 @@ import json
 import math
 import os
 import time
+import warnings
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -296,23 +298,15 @@ class TrainingMonitor:
 
 def _rhat_ess(x):
     """Largest rank-normalized R-hat and smallest bulk ESS over dimensions of chains ``(chain, draw, *event)``."""
-    import warnings
-
     data = x.reshape(x.shape[0], x.shape[1], -1).detach().double().cpu().numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NB: constant binary coordinates give NaN R-hat with a RuntimeWarning
         ds = az.convert_to_dataset(data)
         rhat = az.rhat(ds)["x"].values
         ess = az.ess(ds, method="bulk")["x"].values
-    rhat = rhat[~_isnan(rhat)]
-    ess = ess[~_isnan(ess)]
+    rhat = rhat[~np.isnan(rhat)]
+    ess = ess[~np.isnan(ess)]
     return (float(rhat.max()) if rhat.size else math.nan), (float(ess.min()) if ess.size else math.nan)
-
-
-def _isnan(a):
-    import numpy as np
-
-    return np.isnan(a)
 
 
 def _json_number(v):

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import logging
 import math
+import time
 from typing import NamedTuple
 
 import torch
@@ -16,6 +17,7 @@ from torch.distributions.transforms import ReshapeTransform
 from tqdm.auto import tqdm
 
 from pyro_ebm.distributions import Spin, support_values
+from pyro_ebm.infer.mcmc import _seeded
 from pyro_ebm.model import as_energy_model
 from pyro_ebm.ops.annealing import annealing_schedule, effective_sample_size, log_mean_exp, log_mean_exp_stderr
 from pyro_ebm.ops.jit import CompiledFunction
@@ -547,7 +549,7 @@ class AIS:
             sampler = self.sampler or Gibbs()
         else:
             sampler = self.sampler or HMC(num_steps=10, jit_compile=self.jit_compile)
-        target = AnnealedTarget(m, _batched_log_prob(base), jit_compile=getattr(sampler, "jit_compile", False))
+        target = AnnealedTarget(m, _unvalidated(base).log_prob, jit_compile=getattr(sampler, "jit_compile", False))
 
         def initial(n):
             with torch.no_grad():
@@ -561,19 +563,10 @@ class AIS:
         return path
 
 
-def _batched_log_prob(base):
-    """``base.log_prob`` without argument validation: samplers propose points anywhere (a non-finite value is a
-    rejection), and validation's data-dependent check would also stop a ``jit_compile`` trace."""
-    base = _unvalidated(base)
-
-    def log_density_0(x):
-        return base.log_prob(x)
-
-    return log_density_0
-
-
 def _unvalidated(fn):
-    """A shallow copy of a distribution (and of the distributions it wraps) with argument validation off."""
+    """A shallow copy of a distribution (and of the distributions it wraps) with argument validation off: samplers
+    propose points anywhere (a non-finite value is a rejection), and validation's data-dependent check would also
+    stop a ``jit_compile`` trace."""
     fn = copy.copy(fn)
     fn._validate_args = False
     if isinstance(getattr(fn, "base_dist", None), torch.distributions.Distribution):
@@ -614,7 +607,6 @@ def _pilot_step_sizes(path, betas, num_chains, steps, num_temperatures):
             z = state.z
             log_eps.append(torch.log(state.step_size.mean()).double())
     log_eps = torch.stack(log_eps)
-    path.pilot = (pilot_betas, log_eps.exp())
 
     def step_sizes(beta):
         return torch.exp(_interp(beta, pilot_betas, log_eps))
@@ -649,21 +641,8 @@ def _attribute(obj, name, value):
         setattr(obj, name, saved)
 
 
-@contextlib.contextmanager
-def _seeded(seed, device):
-    if seed is None:
-        yield
-        return
-    devices = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def _anneal(path, x, betas, transitions, method, progress_bar):
     """Run ``path`` along ``betas`` from chains ``x`` (draws at ``betas[0]``): the log weights and stats."""
-    import time
-
     t0 = time.perf_counter()
     betas = betas.to(x.device)
     n = x.shape[0]
@@ -723,10 +702,8 @@ class ImportanceSampling:
 
     def run(self):
         """:rtype: LogPartitionEstimate"""
-        import time
-
         t0 = time.perf_counter()
-        with _seeded(self.seed, None), torch.no_grad():
+        with _seeded(self.seed), torch.no_grad():
             x = self.model.check_data(self.proposal.sample((self.num_samples,)))
             log_w = self.model.log_density(x, validate=False).double() - self.proposal.log_prob(x).double()
         if bool(torch.isnan(log_w).any()):

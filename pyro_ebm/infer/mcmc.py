@@ -140,11 +140,16 @@ def _stack(infos):
 
 
 @contextlib.contextmanager
-def _seeded(seed):
+def _seeded(seed, device=None):
+    """Seed torch's random streams for the block only; the global random state is restored afterwards (that of
+    ``device`` too when it is a CUDA device, else of the current CUDA device when there is one)."""
     if seed is None:
         yield
         return
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    if device is not None and device.type == "cuda":
+        devices = [device]
+    else:
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
