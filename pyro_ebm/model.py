@@ -215,6 +215,12 @@ class EnergyModel:
         """
         return self._prepare(x, True)[0]
 
+    def in_support(self, x):
+        """A 0-d bool tensor: every row of the flat batch ``x`` (already shaped and typed, e.g. by
+        :meth:`check_data`) lies in the data site's support. No host sync: compiled updates check batches with
+        it and call :meth:`check_data` for the message only when it fails."""
+        return _rows_in_support(x, self._structure.support).all()
+
     def energy(self, x, *, validate=True):
         """Energy :math:`E(x) = -\\log \\tilde p(x)` of each example; see :meth:`log_density`."""
         return -self.log_density(x, validate=validate)
@@ -628,11 +634,17 @@ def _accepts_positional_argument(fn):
     return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
 
 
+def _rows_in_support(x, support):
+    """Whether each row of the flat batch ``x`` lies in ``support`` (and is finite, for a continuous support)."""
+    good = support.check(x).reshape(x.shape[0], -1).all(-1)
+    if not support.is_discrete:
+        good = good & torch.isfinite(x).reshape(x.shape[0], -1).all(-1)
+    return good
+
+
 def _check_support(x, support, data_site):
     """Raise a ValueError naming the first row of the flat batch ``x`` outside ``support``."""
-    bad = ~support.check(x).reshape(x.shape[0], -1).all(-1)
-    if not support.is_discrete:
-        bad = bad | ~torch.isfinite(x).reshape(x.shape[0], -1).all(-1)
+    bad = ~_rows_in_support(x, support)
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
         row = x[i].reshape(-1).tolist()

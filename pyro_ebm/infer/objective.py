@@ -1,5 +1,6 @@
 """TrainingObjective: the ``SVI``-shaped base of pyro_ebm's training objects (``obj.step(batch) -> float``)."""
 
+import logging
 from abc import ABC, abstractmethod
 
 import pyro
@@ -9,6 +10,9 @@ from pyro.infer.util import zero_grads
 
 from pyro_ebm.model import as_energy_model
 from pyro_ebm.ops.jit import CompiledFunction, param_store_key
+from pyro_ebm.ops.optim import FusedOptimizer
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -31,7 +35,15 @@ class TrainingObjective(ABC):
 
     With ``jit_compile=True`` the loss and its gradients in the parameters are traced once (after a first eager
     step has found the parameters) and compiled (:class:`~pyro_ebm.ops.jit.CompiledFunction`); the batch is
-    then checked for shape and support without running the model.
+    then checked for shape and support without running the model. Where the optimizer is one whose update
+    :class:`~pyro_ebm.ops.optim.FusedOptimizer` knows (``pyro.optim`` SGD, Adam, AdamW, ClippedAdam) and the
+    objective's own work before the loss is a pure function of tensors (PCD and CD with a
+    :attr:`~pyro_ebm.samplers.Sampler.pure_step` sampler such as ``BlockGibbs`` or ``Langevin``; every Z-free
+    objective), the *whole* update -- negative phase, loss, gradients, the support check of the batch and
+    the optimizer step -- is one compiled graph; the optimizers' state and step counters are written back, so
+    the result equals that of the unfused update. A non-finite loss or gradient, or a batch outside the
+    support, still raises before anything is written. Otherwise (another optimizer, ``clip_args``,
+    :meth:`data_parallel`) the optimizer's own ``step()`` runs after the compiled loss.
 
     Subclasses implement :meth:`_loss(batch, *inputs, validate) <_loss>`, a deterministic function of its
     tensors, and may override :meth:`_inputs` (further tensors the loss reads: PCD's chains, NCE's noise
@@ -64,6 +76,13 @@ class TrainingObjective(ABC):
         self.last_batch = None
         self._params = None  # (key, parameters) found by the last eager step, for the compiled loss
         self._compiled = CompiledFunction(self._loss_and_grads, key_fn=param_store_key) if jit_compile else None
+        # NB: the fused update (loss, gradients and optimizer step in one graph); None until the optimizer is known
+        self._fused = None
+        self._fused_update_fn = CompiledFunction(self._fused_update, key_fn=self._fused_key) if jit_compile else None
+        self._fused_shapes = set()  # batch shapes whose dtype and shape check_data has accepted
+        self._fused_refused = None  # the parameters for which the optimizer's update could not be fused
+        self._fused_layout = 0  # the number of the objective's inputs in the fused call being made
+        self._fused_key_value = None
 
     @abstractmethod
     def _loss(self, batch, *inputs, validate=True):
@@ -89,17 +108,21 @@ class TrainingObjective(ABC):
         :rtype: float
         """
         step = self.num_updates + 1
-        if self.process_group is None:
-            self._prepare(batch)
-            loss, params = self._gradients(batch, step)
+        opt_inputs = self._fused_optimizer_inputs()
+        if opt_inputs is not None:
+            loss = self._fused_step(batch, step, *opt_inputs)
         else:
-            loss, params = self._data_parallel_gradients(batch, step, prepare=True)
-        if self.monitor is not None and hasattr(self.monitor, "before_update"):
-            self.monitor.before_update(self)  # NB: e.g. the chains' log density under the parameters before
-        self.optim(params)
-        zero_grads(params)
+            if self.process_group is None:
+                self._prepare(batch)
+                loss, params = self._gradients(batch, step)
+            else:
+                loss, params = self._data_parallel_gradients(batch, step, prepare=True)
+            if self.monitor is not None and hasattr(self.monitor, "before_update"):
+                self.monitor.before_update(self)  # NB: e.g. the chains' log density under the parameters before
+            self.optim(params)
+            zero_grads(params)
         self.num_updates = step
-        self.last_loss, self.last_batch = float(loss), batch
+        self.last_loss, self.last_batch = float(loss), batch  # NB: a float already from the fused update
         if self.monitor is not None:
             self.monitor.update(self)
         return self.last_loss
@@ -218,6 +241,96 @@ class TrainingObjective(ABC):
         for p, g in zip(params, grads):
             p.grad = g
         return loss, params
+
+    # ------------------------------------------------------------------ the fused update (jit_compile=True)
+
+    def _fused_inputs(self, batch):
+        """Tensors besides the batch that the fused update reads (default: those of :meth:`_inputs`)."""
+        return self._inputs(batch)
+
+    def _fused_body(self, batch, *inputs):
+        """
+        Traced inside the fused update: the work of :meth:`_prepare` and the loss, as a pure function of tensors.
+        Returns the loss, a tuple of further tensors to hand to :meth:`_fused_finish`, and a tuple of 0-d bool
+        tensors read on the host with the loss and the finiteness check (default: none).
+        """
+        return self._loss(batch, *inputs, validate=False), (), ()
+
+    def _fused_finish(self, outputs, flags):
+        """Take the fused update's further outputs and host flags (e.g. PCD's new chains): default nothing."""
+
+    def _supports_fused(self):
+        """Whether this objective's :meth:`_fused_body` is pure for its present settings (default: yes)."""
+        return True
+
+    def _fused_optimizer_inputs(self):
+        """The optimizer's hyperparameters and state for a fused update, or ``None`` when the update runs unfused."""
+        if not self.jit_compile or self._params is None or self.process_group is not None:
+            return None
+        store_key = param_store_key()
+        if self._params[0] != store_key or self._fused_update_fn.failed is not None or not self._supports_fused():
+            return None
+        params = self._params[1]
+        inputs = self._fused.inputs() if self._fused is not None and self._fused.params is params else None
+        if inputs is None:
+            # NB: first time, new parameters, or optimizers changed in structure (a flag edited in a param group)
+            if self._fused_refused is params:
+                return None
+            self._fused, reason = FusedOptimizer.build(self.optim, params)
+            if self._fused is None:
+                logger.info("%s: the optimizer step runs unfused (%s)", type(self).__name__, reason)
+                self._fused_refused = params
+                return None
+            inputs = self._fused.inputs()
+        self._fused_key_value = (store_key, self._fused.key, self._fused_static_key())
+        return inputs
+
+    def _fused_key(self):
+        return self._fused_key_value  # NB: computed by _fused_optimizer_inputs just before the call
+
+    def _fused_static_key(self):
+        """Python settings the fused body reads (baked into its graph): default none."""
+        return None
+
+    def _fused_step(self, batch, step, hyper, states):
+        if not (torch.is_tensor(batch) and (batch.shape, batch.dtype, batch.device) in self._fused_shapes):
+            checked = self.model.check_data(batch)  # NB: converts, and names a wrong shape or value
+            if checked is batch:
+                self._fused_shapes.add((batch.shape, batch.dtype, batch.device))
+            batch = checked  # NB: converted or reshaped: the fused graph takes the model's own layout
+        if self.monitor is not None and hasattr(self.monitor, "before_update"):
+            self.monitor.before_update(self)  # NB: reads only the parameters before this update
+        inputs = self._fused_inputs(batch)
+        self._fused_layout = len(inputs)
+        host, *rest = self._fused_update_fn(batch, hyper, *inputs, *states)
+        # NB: one host sync for the loss, the checks and the objective's flags
+        loss, ok, *flags = host.tolist()
+        if not ok:
+            self.model.check_data(batch)  # NB: data outside the support is named first
+            self._check_finite(host[0], step)
+            self._non_finite_gradient(step)
+        n = len(rest) - self._fused.num_outputs
+        self._fused.commit(rest[n:])
+        self._fused_finish(rest[:n], flags)
+        return loss
+
+    def _fused_update(self, batch, hyper, *args):
+        """
+        The whole update, traced: the objective's body, the gradients, the checks and the optimizer step. Returns
+        a 1-d tensor ``[loss, all finite and in the support, *flags]`` (read on the host at once), the body's
+        further outputs, the new parameters and the new optimizer states.
+        """
+        inputs, states = args[: self._fused_layout], args[self._fused_layout :]
+        params = self._params[1]
+        with torch.enable_grad():
+            loss, outputs, flags = self._fused_body(batch, *inputs)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        loss = loss.detach()
+        grads = tuple(torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads))
+        ok = _all_finite(loss, grads) & self.model.in_support(batch)
+        new_params, new_states = self._fused.update(grads, hyper, states)
+        host = torch.stack([loss, ok.to(loss.dtype), *(f.to(loss.dtype) for f in flags)])
+        return (host, *outputs, *new_params, *new_states)
 
     def _non_finite_gradient(self, step):
         raise TrainingError(

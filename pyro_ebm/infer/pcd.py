@@ -3,7 +3,7 @@
 import torch
 
 from pyro_ebm.infer.objective import TrainingError, TrainingObjective
-from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.base import SampleInfo, Sampler
 
 _INIT_CHOICES = ("data", "base")
 
@@ -73,22 +73,62 @@ class _ContrastiveDivergence(TrainingObjective):
     def _advance(self):
         """``num_steps`` sampler steps with the parameters held fixed; raises after ``divergence_patience`` updates
         in a row in which no chain made a valid move."""
+        self.state, self.info, any_valid = self._negative_phase(self.state)
+        self._count_divergent(bool(any_valid))
+
+    def _negative_phase(self, state):
+        """``num_steps`` sampler steps from ``state``: the new state, the last step's info, and a 0-d bool tensor
+        saying whether any chain made a valid move (pure: also traced into the fused update)."""
         any_valid = None
         for _ in range(self.num_steps):
-            self.state, self.info = self.sampler.step(self.state)
-            valid = ~self.info.divergent
+            state, info = self.sampler.step(state)
+            valid = ~info.divergent
             any_valid = valid if any_valid is None else any_valid | valid
+        return state, info, any_valid.any()
+
+    def _count_divergent(self, any_valid):
         # NB: one all-divergent update is survivable (the chains stay valid draws of the previous model and an
         # adapting step size shrinks); a run of them means the energy has blown up.
-        self._divergent_updates = 0 if bool(any_valid.any()) else self._divergent_updates + 1
+        self._divergent_updates = 0 if any_valid else self._divergent_updates + 1
         if self._divergent_updates >= self.divergence_patience:
             step = self.num_updates + 1
             raise TrainingError(
-                f"step {step}: all {len(any_valid)} chains were divergent in the negative phase for "
+                f"step {step}: all {len(self.info.divergent)} chains were divergent in the negative phase for "
                 f"{self._divergent_updates} updates in a row (step size {float(self.info.step_size.mean()):.3g}); "
                 f"parameters are kept from step {step - 1}. The energy has probably blown up: lower the learning "
                 "rate, add energy_l2, or use a smaller step size."
             )
+
+    # NB: the fused update (jit_compile=True with a pure sampler): _fused_inputs runs the Python part of
+    # _prepare, _fused_body the rest (refresh, negative phase) and the loss inside the compiled graph.
+
+    def _supports_fused(self):
+        return self.state is not None and self.sampler.pure_step
+
+    def _fused_static_key(self):
+        return self.sampler.static_key(), self.num_steps, self.energy_l2, type(self.state)
+
+    _refresh_in_body = True
+
+    def _fused_inputs(self, batch):
+        self._prepare_outside(batch)
+        return tuple(self.state)
+
+    def _fused_body(self, batch, *state):
+        state = type(self.state)(*state)
+        if self._refresh_in_body:
+            state = self.sampler.refresh(state)
+        state, info, any_valid = self._negative_phase(state)
+        loss = self._loss(batch, self.sampler.to_data(state).detach(), validate=False)
+        self._fused_info_present = tuple(v is not None for v in info)
+        return loss, (*state, *(v for v in info if v is not None)), (any_valid,)
+
+    def _fused_finish(self, outputs, flags):
+        k = len(self.state)
+        self.state = self.state._make(outputs[:k])
+        values = iter(outputs[k:])
+        self.info = SampleInfo._make([next(values) if present else None for present in self._fused_info_present])
+        self._count_divergent(bool(flags[0]))
 
     def _restart_at(self, x):
         """Put the chains at ``x`` (data space), keeping the sampler's adapted settings where the shapes allow."""
@@ -175,7 +215,6 @@ class PCD(_ContrastiveDivergence):
         self.num_chains = num_chains
         self.init = init
         self.reinit_prob = reinit_prob
-        self._refresh = False
 
     def _draw(self, batch, num):
         """``num`` fresh starting points: rows of ``batch`` (``init="data"``) or base-measure draws."""
@@ -196,16 +235,20 @@ class PCD(_ContrastiveDivergence):
                 init = self._draw(batch, self.num_chains)
             self.state = self.sampler.init(self.model, num_chains=self.num_chains, init=init)
         else:
-            if self.reinit_prob > 0:
-                x = self.chains
-                restart = torch.rand(x.shape[0], device=x.device) < self.reinit_prob
-                if bool(restart.any()):
-                    fresh = self._draw(batch, x.shape[0]).to(x.dtype)
-                    mask = restart.reshape((-1,) + (1,) * (x.dim() - 1))
-                    self.state = self.state._replace(z=self.sampler.target.from_data(torch.where(mask, fresh, x)))
+            self._prepare_outside(batch)
             # NB: the parameters changed since the chains' log densities were cached
             self.state = self.sampler.refresh(self.state)
         self._advance()
+
+    def _prepare_outside(self, batch):
+        """The replay-buffer restarts (``reinit_prob``)."""
+        if self.reinit_prob > 0:
+            x = self.chains
+            restart = torch.rand(x.shape[0], device=x.device) < self.reinit_prob
+            if bool(restart.any()):
+                fresh = self._draw(batch, x.shape[0]).to(x.dtype)
+                mask = restart.reshape((-1,) + (1,) * (x.dim() - 1))
+                self.state = self.state._replace(z=self.sampler.target.from_data(torch.where(mask, fresh, x)))
 
 
 class CD(_ContrastiveDivergence):
@@ -235,9 +278,15 @@ class CD(_ContrastiveDivergence):
         self.k = k
 
     def _prepare(self, batch):
+        self._prepare_outside(batch)
+        self._advance()
+
+    _refresh_in_body = False  # NB: _restart_at refreshes
+
+    def _prepare_outside(self, batch):
+        """The restart at the batch."""
         batch = torch.as_tensor(batch).detach()
         if self.state is None:
             self.state = self.sampler.init(self.model, num_chains=batch.shape[0], init=batch)
         else:
             self._restart_at(batch)
-        self._advance()

@@ -76,6 +76,16 @@ class Sampler(MCMCKernel):
     is_calibrated = True
     #: Whether the kernel needs continuous data (gradient-based) or discrete data (Gibbs).
     supports = "continuous"
+    #: Whether :meth:`step` and :meth:`refresh` are pure functions of the state's tensors (and the model's
+    #: parameters) that keep nothing on ``self`` -- no adaptation counters, no host syncs. Training objectives
+    #: with ``jit_compile=True`` then trace the negative phase into their compiled update; the Python settings
+    #: the step reads are named by :meth:`static_key`.
+    pure_step = False
+
+    def static_key(self):
+        """The Python settings a :attr:`pure_step` step reads (a hashable): a compiled graph that traced the step
+        is traced again when they change."""
+        return None
 
     def __init__(self, model=None, potential_fn=None, *, num_chains=1, jit_compile=False):
         if model is not None and potential_fn is not None:

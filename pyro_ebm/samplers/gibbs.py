@@ -6,7 +6,7 @@ import pyro
 import torch
 
 from pyro_ebm.distributions import support_values
-from pyro_ebm.ops.jit import CompiledFunction, param_store_key
+from pyro_ebm.ops.jit import CompiledFunction, is_tracing, param_store_key
 from pyro_ebm.samplers.base import Sampler
 
 
@@ -38,6 +38,7 @@ class BlockGibbs(Sampler):
         super().__init__(model, None, num_chains=num_chains, jit_compile=jit_compile)
         self.beta = beta
         self._compiled_sweep = CompiledFunction(self._sweep, key_fn=param_store_key) if jit_compile else None
+        self._info_cache = None
 
     @property
     def rbm(self):
@@ -50,6 +51,13 @@ class BlockGibbs(Sampler):
                 "other binary or spin models"
             )
         return rbm
+
+    @property
+    def pure_step(self):
+        return not torch.is_tensor(self.beta)  # NB: a per-chain beta tensor would be baked into a trace
+
+    def static_key(self):
+        return float(self.beta)
 
     def _beta(self, z):
         beta = torch.as_tensor(self.beta, dtype=z.dtype, device=z.device)
@@ -65,23 +73,35 @@ class BlockGibbs(Sampler):
         rbm = self.rbm
         # NB: no argument validation: its data-dependent checks would also stop the trace
         with torch.no_grad(), pyro.validation_enabled(False):
-            h = _bernoulli(rbm.hidden_given_visible(z, beta))
-            v = _bernoulli(rbm.visible_given_hidden(h, beta))
+            # NB: one uniform draw for both halves of the sweep: one random operation, not two, per compiled step
+            u = torch.rand(z.shape[:-1] + (rbm.num_hidden + z.shape[-1],), dtype=z.dtype, device=z.device)
+            h = _bernoulli(rbm.hidden_given_visible(z, beta), u[..., : rbm.num_hidden])
+            v = _bernoulli(rbm.visible_given_hidden(h, beta), u[..., rbm.num_hidden :])
         return v, h
 
     def step(self, state):
         beta = self._beta(state.z)
         sweep = self._compiled_sweep if self._compiled_sweep is not None else self._sweep
         v, h = sweep(state.z, beta)
-        ones = torch.ones(v.shape[0], dtype=v.dtype, device=v.device)
-        return BlockGibbsState(v, h), self._info(ones, ones.bool(), ~ones.bool(), 0.0, 1)
+        return BlockGibbsState(v, h), self._constant_info(v)
+
+    def _constant_info(self, v):
+        """Every move is accepted: the same (read-only) info tensors every step, made once per shape."""
+        key = (v.shape[0], v.dtype, v.device)
+        if self._info_cache is None or self._info_cache[0] != key:
+            ones = torch.ones(v.shape[0], dtype=v.dtype, device=v.device)
+            info = self._info(ones, ones.bool(), ~ones.bool(), 0.0, 1)
+            if is_tracing():  # NB: never keep a traced (fake) tensor
+                return info
+            self._info_cache = (key, info)
+        return self._info_cache[1]
 
 
-def _bernoulli(fn):
-    """A draw of independent Bernoullis as ``uniform < p``: NB the same numbers eagerly and compiled in every
-    dtype (compiled ``aten.bernoulli`` draws differently from eager's in float64)."""
+def _bernoulli(fn, u):
+    """A draw of independent Bernoullis as ``u < p`` from uniforms ``u``: NB the same numbers eagerly and compiled
+    in every dtype (compiled ``aten.bernoulli`` draws differently from eager's in float64)."""
     p = fn.base_dist.probs
-    return (torch.rand_like(p) < p).to(p.dtype)
+    return (u < p).to(p.dtype)
 
 
 class GibbsState(NamedTuple):

@@ -39,6 +39,7 @@ class Langevin(Sampler):
     """
 
     is_calibrated = False
+    pure_step = True
 
     def __init__(
         self, model=None, potential_fn=None, *, step_size=0.1, noise_scale=1.0, num_chains=1, jit_compile=False
@@ -50,6 +51,9 @@ class Langevin(Sampler):
             raise ValueError(f"noise_scale must be non-negative, got {noise_scale}")
         self.step_size = step_size
         self.noise_scale = noise_scale
+
+    def static_key(self):
+        return float(self.noise_scale)
 
     def _init_state(self, z):
         lp, grad = self.target.log_prob_and_grad(z)
