@@ -115,7 +115,7 @@ def rbm_table(epochs, seeds):
     sk = results["scikit-learn BernoulliRBM"]
     for name in ("pyro_ebm PCD-1, BlockGibbs", "pyro_ebm PCD-1, BlockGibbs, jit_compile"):
         ours = results[name]
-        print(f"{name} / scikit-learn: {ours[0] / sk[0]:.1f}x the time per epoch (goal <= 1x); "
+        print(f"{name} / scikit-learn: {ours[0] / sk[0]:.2f}x the time per epoch (goal <= 1x); "
               f"mean LL {np.mean(ours[1]):.2f} vs {np.mean(sk[1]):.2f} (goal >=)")
     print(f"jit_compile: first epoch (tracing + compiling) {np.mean(COMPILE_SECONDS):.1f} s, not in the rate")
 
