@@ -157,12 +157,12 @@ def main(argv=None):
         return runs, sum(t for _, t in runs) / len(runs)
 
     for method in ("exact", "sliced", "denoising", "nce"):
-        results.append((f"pyro_ebm {method}", method, *repeat(lambda s: run_pyro_ebm(data, args.steps, method, seed=s))))
+        results.append((f"pyro_ebm {method}", method, *repeat(lambda s, m=method: run_pyro_ebm(data, args.steps, m, seed=s))))
     for method in ("exact", "sliced", "denoising", "nce"):
         results.append((f"pyro_ebm {method}, jit_compile", method,
-                        *repeat(lambda s: run_pyro_ebm(data, args.steps, method, jit=True, seed=s))))
+                        *repeat(lambda s, m=method: run_pyro_ebm(data, args.steps, m, jit=True, seed=s))))
     for name, method, make_loss, call in peers():
-        results.append((name, method, *repeat(lambda s: run_peer(data, args.steps, make_loss, call, seed=s))))
+        results.append((name, method, *repeat(lambda s, mk=make_loss, c=call: run_peer(data, args.steps, mk, c, seed=s))))
 
     def errors(method, runs):
         mean = statistics.mean(rel_error(p, mle) for p, _ in runs)

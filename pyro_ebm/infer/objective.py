@@ -48,7 +48,10 @@ class TrainingObjective(ABC):
     Subclasses implement :meth:`_loss(batch, *inputs, validate) <_loss>`, a deterministic function of its
     tensors, and may override :meth:`_inputs` (further tensors the loss reads: PCD's chains, NCE's noise
     samples, score matching's projections; random ones are drawn there, so the compiled loss is deterministic)
-    and :meth:`_prepare` (work before the loss with the parameters held fixed: e.g. PCD's negative phase).
+    and :meth:`_prepare` (work before the loss with the parameters held fixed: e.g. PCD's negative phase). An
+    objective with :meth:`_prepare` work joins the fused update by overriding :meth:`_supports_fused`,
+    :meth:`_fused_inputs`, :meth:`_fused_body` (that work and the loss as a pure function of tensors) and
+    :meth:`_fused_finish`, as :class:`~pyro_ebm.infer.PCD` does; until then it runs unfused.
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param optim: a :class:`pyro.optim.PyroOptim` (e.g. ``pyro.optim.Adam({"lr": 1e-3})``).
@@ -260,8 +263,9 @@ class TrainingObjective(ABC):
         """Take the fused update's further outputs and host flags (e.g. PCD's new chains): default nothing."""
 
     def _supports_fused(self):
-        """Whether this objective's :meth:`_fused_body` is pure for its present settings (default: yes)."""
-        return True
+        """Whether this objective's :meth:`_fused_body` is pure for its present settings (default: when the
+        objective has no :meth:`_prepare` work, which the default body would leave out)."""
+        return type(self)._prepare is TrainingObjective._prepare
 
     def _fused_optimizer_inputs(self):
         """The optimizer's hyperparameters and state for a fused update, or ``None`` when the update runs unfused."""
@@ -290,7 +294,7 @@ class TrainingObjective(ABC):
 
     def _fused_static_key(self):
         """Python settings the fused body reads (baked into its graph): default none."""
-        return None
+        return ()
 
     def _fused_step(self, batch, step, hyper, states):
         if not (torch.is_tensor(batch) and (batch.shape, batch.dtype, batch.device) in self._fused_shapes):

@@ -161,15 +161,19 @@ def _inductor(graph, args):
     kernels): a PCD-1 update of a 64 x 16 RBM went from 62 to 41 us.
     """
     options = {"fallback_random": True}
-    on_cpu = all(a.device.type == "cpu" for a in args)
-    if on_cpu and _largest_tensor(graph) <= _SMALL_TENSOR:
-        options["cpp.threads"] = 1
-        options["cpp_wrapper"] = True
-        graph = _small_matmuls_as_loops(graph)
     try:
         from torch._inductor.compile_fx import compile_fx
     except ImportError:  # pragma: no cover -- a PyTorch that moved it: the public, slower route
         return torch.compile(graph, dynamic=False, options=options)
+    if all(a.device.type == "cpu" for a in args) and _largest_tensor(graph) <= _SMALL_TENSOR:
+        try:
+            # NB: rewritten in place (a copy would copy the parameters it captures by reference); the rewritten
+            # graph computes the same, so the fallback below may compile it too
+            graph = _small_matmuls_as_loops(graph)
+            return compile_fx(graph, list(args), config_patches={**options, "cpp.threads": 1, "cpp_wrapper": True})
+        except Exception as e:  # noqa: BLE001 -- e.g. no Python headers for the C++ wrapper: the default build
+            warnings.warn(f"jit_compile: the small-graph build failed ({type(e).__name__}: {_first_line(e)}); "
+                          "compiling with inductor's defaults", RuntimeWarning, stacklevel=5)
     return compile_fx(graph, list(args), config_patches=options)
 
 

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 import pyro_ebm as ebm
-from pyro_ebm.infer import CD, PCD, NCE, ScoreMatching, TrainingError
-from pyro_ebm.ops.jit import _small_matmuls_as_loops
+from pyro_ebm.infer import CD, NCE, PCD, ScoreMatching, TrainingError
 
 OPTIMIZERS = {
     "sgd": lambda: pyro.optim.SGD({"lr": 0.05}),
@@ -195,20 +194,3 @@ def test_fused_update_keeps_the_last_good_parameters_on_a_non_finite_loss():
     assert _ran_fused(rbm_pcd)
     with pytest.raises(ValueError, match="outside the support"):
         rbm_pcd.step(torch.full((4, 4), 0.5))
-
-
-def test_small_matmuls_become_loops_with_the_same_values():
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    def f(a, b, c, big):
-        return a @ b + 1, torch.addmm(c, a, b), big @ big
-
-    args = (torch.randn(20, 64), torch.randn(64, 16), torch.randn(16), torch.randn(128, 128))
-    graph = make_fx(f, tracing_mode="fake")(*args)
-    expected = f(*args)
-    graph = _small_matmuls_as_loops(graph)
-    targets = [n.target for n in graph.graph.nodes if n.op == "call_function"]
-    assert targets.count(torch.ops.aten.mm.default) == 1  # the 128^3 product stays a BLAS call
-    assert torch.ops.aten.addmm.default not in targets
-    for actual, e in zip(graph(*args), expected):
-        assert torch.allclose(actual, e, rtol=1e-5, atol=1e-4)
