@@ -194,3 +194,23 @@ def test_fused_update_keeps_the_last_good_parameters_on_a_non_finite_loss():
     assert _ran_fused(rbm_pcd)
     with pytest.raises(ValueError, match="outside the support"):
         rbm_pcd.step(torch.full((4, 4), 0.5))
+
+
+def test_fused_update_follows_a_pyro_lr_scheduler(float64):
+    # pyro.optim's LR schedulers wrap one torch optimizer per parameter; scheduler.step() changes their lr
+    data = (torch.rand(60, 8) < 0.3).double()
+
+    def train(jit):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(4)
+        scheduler = pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": 0.05}, "gamma": 0.7})
+        obj = _rbm_pcd(scheduler, jit)
+        for b in data.split(10):
+            obj.step(b)
+            scheduler.step()
+        return obj, [v.detach().clone() for _, v in sorted(pyro.get_param_store().named_parameters())]
+
+    (_, pe), (obj, pj) = train(False), train(True)
+    assert _ran_fused(obj)
+    for a, b in zip(pe, pj):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
