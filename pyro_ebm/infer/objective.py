@@ -314,7 +314,7 @@ class TrainingObjective(ABC):
             self._check_finite(host[0], step)
             self._non_finite_gradient(step)
         n = len(rest) - self._fused.num_outputs
-        self._fused.commit(rest[n:])
+        self._fused.commit(rest[n:], states)
         self._fused_finish(rest[:n], flags)
         return loss
 

@@ -45,6 +45,9 @@ class _Rule:
         """Put state tensors the optimizer did not have yet (returned by :meth:`update`) into its state."""
         raise NotImplementedError  # pragma: no cover -- only rules whose update can create state override it
 
+    def commit(self):
+        """Advance what the optimizer keeps in Python (step counters, learning-rate decay): default nothing."""
+
 
 class _SGD(_Rule):
     def __init__(self, param, opt):
@@ -84,9 +87,6 @@ class _SGD(_Rule):
 
     def create(self, new_states):
         self.opt.state[self.param]["momentum_buffer"] = new_states[0].clone()
-
-    def commit(self):
-        pass
 
 
 class _Adam(_Rule):
@@ -208,7 +208,7 @@ class FusedOptimizer:
 
         hyper, states = fused.inputs()                       # from the optimizers' param_groups and state
         new_params, new_states = fused.update(grads, hyper, states)   # traceable
-        fused.commit(new_params + new_states)                # writes back; advances step counters
+        fused.commit(new_params + new_states, states)        # writes back; advances step counters
 
     :ivar key: the update's structure (optimizer kinds and flags), to key compiled graphs on.
     """
@@ -220,6 +220,8 @@ class FusedOptimizer:
         self._num_states = [len(r.states()) for r in rules]
         #: the number of tensors :meth:`update` returns: the new parameters and optimizer states
         self.num_outputs = len(self.params) + sum(r.num_new_states for r in rules)
+        self._creates_state = any(r.num_new_states != n for r, n in zip(rules, self._num_states))
+        self._counting = [r for r in rules if type(r).commit is not _Rule.commit]  # NB: step counters, lr decay
         self._device = self.params[0].device
         self._rows = self._hyper = None
 
@@ -273,19 +275,25 @@ class FusedOptimizer:
             i += n
         return tuple(new_params), tuple(new_states)
 
-    def commit(self, new_values):
-        """Write the new parameters and optimizer states (in the order :meth:`update` returns them) into place with
-        one fused copy, and advance the optimizers' step counters and learning-rate decay."""
-        n = len(self.params)
-        targets, values = [p.data for p in self.params], list(new_values[:n])
-        for rule in self._rules:
-            new, existing = new_values[n : n + rule.num_new_states], rule.states()
-            n += rule.num_new_states
-            if len(existing) == len(new):
-                targets += existing
-                values += new
-            else:
-                rule.create(new)
+    def commit(self, new_values, states):
+        """Write the new parameters and optimizer states (in the order :meth:`update` returns them) into place --
+        the parameters and ``states``, the state tensors :meth:`inputs` returned, with one fused copy -- and
+        advance the optimizers' step counters and learning-rate decay."""
+        targets = [p.data for p in self.params]
+        if self._creates_state:
+            n = len(targets)
+            values = list(new_values[:n])
+            for rule in self._rules:
+                new, existing = new_values[n : n + rule.num_new_states], rule.states()
+                n += rule.num_new_states
+                if len(existing) == len(new):
+                    targets += existing
+                    values += new
+                else:
+                    rule.create(new)
+        else:
+            targets += states
+            values = new_values
         torch._foreach_copy_(targets, values)
-        for rule in self._rules:
+        for rule in self._counting:
             rule.commit()

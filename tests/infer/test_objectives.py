@@ -82,7 +82,7 @@ def test_nce_recovers_the_precision_and_log_z(float64):
     assert _rel(model.precision.detach(), mle) < TOL
     # log Z = D/2 log 2 pi - 1/2 log det(precision): a TOL relative error in the precision moves log det by
     # at most about sqrt(D) * TOL = 0.13; the learned constant tracks the model's own analytic log Z closely.
-    assert abs(float(nce.log_partition) - float(model.log_partition())) < 0.05
+    assert abs(float(nce.log_partition.detach()) - float(model.log_partition().detach())) < 0.05
 
 
 def test_score_matching_loss_matches_the_formula_on_a_tiny_case(float64):
