@@ -368,5 +368,12 @@ class TrainingObjective(ABC):
 
 
 def _all_finite(loss, grads):
-    """One boolean tensor: the loss and every gradient are finite (read with a single host sync)."""
-    return torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]).all()
+    """
+    One boolean tensor: the loss and every gradient are finite (read with a single host sync). NB: as the
+    finiteness of their sum, which NaN and infinities reach, in five operations instead of eight for two
+    parameters; a sum overflowing from finite gradients (each near the dtype's maximum) counts as non-finite.
+    """
+    total = loss.sum()
+    for g in grads:
+        total = total + g.sum()
+    return torch.isfinite(total)
