@@ -30,7 +30,8 @@ def _torch_optimizer(obj):
 class _Rule:
     """One parameter's update: its structure (part of the compile key), hyperparameter row and state tensors."""
 
-    #: the number of state tensors :meth:`update` returns (those of :meth:`states`, unless some are created)
+    #: the number of state tensors :meth:`update` returns: those of :meth:`states`, unless the update creates
+    #: some (SGD's momentum buffer), which a ``create(new_states)`` method then puts into the optimizer's state
     num_new_states = 0
 
     def __init__(self, param, opt):
@@ -40,10 +41,6 @@ class _Rule:
         # NB: not opt.state[param], which would add an empty entry to the optimizer's state_dict
         self.state_ref = opt.state.get(param)
         self.state = {} if self.state_ref is None else self.state_ref
-
-    def create(self, new_states):
-        """Put state tensors the optimizer did not have yet (returned by :meth:`update`) into its state."""
-        raise NotImplementedError  # pragma: no cover -- only rules whose update can create state override it
 
     def commit(self):
         """Advance what the optimizer keeps in Python (step counters, learning-rate decay): default nothing."""
@@ -86,6 +83,7 @@ class _SGD(_Rule):
         return p - lr * g, new_states
 
     def create(self, new_states):
+        """Put the momentum buffer the update created into the optimizer's state, as torch's first step does."""
         self.opt.state[self.param]["momentum_buffer"] = new_states[0].clone()
 
 
