@@ -143,7 +143,7 @@ def test_score_matching_on_a_constrained_support_and_a_pyro_program(float64):
     obj = ScoreMatching(gamma, pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.997}))
     _train(obj, data)
     # score matching is consistent; with 4000 draws and the optimizer noise above, 15% on each parameter
-    shape, rate = float(pyro.param("shape")), float(pyro.param("rate"))
+    shape, rate = float(pyro.param("shape").detach()), float(pyro.param("rate").detach())
     assert abs(shape - 3.0) < 0.45 and abs(rate - 2.0) < 0.3, (shape, rate)
 
 
