@@ -37,6 +37,7 @@ class _ContrastiveDivergence(TrainingObjective):
         self.energy_l2 = energy_l2
         self.divergence_patience = divergence_patience
         self._divergent_updates = 0
+        self._fused_constant_info = None  # the sampler's draw-independent info, left out of the fused graph
         #: The sampler state of the negative chains (``None`` before the first step).
         self.state = None
         #: :class:`~pyro_ebm.samplers.SampleInfo` of the last sampler step.
@@ -106,12 +107,14 @@ class _ContrastiveDivergence(TrainingObjective):
         return self.state is not None and self.sampler.pure_step
 
     def _fused_static_key(self):
-        return self.sampler.static_key(), self.num_steps, self.energy_l2, type(self.state)
+        constant = self.sampler.constant_info(self.state) is not None
+        return self.sampler.static_key(), self.num_steps, self.energy_l2, type(self.state), constant
 
     _refresh_in_body = True
 
     def _fused_inputs(self, batch):
         self._prepare_outside(batch)
+        self._fused_constant_info = self.sampler.constant_info(self.state)  # NB: then not a graph output
         return tuple(self.state)
 
     def _fused_body(self, batch, *state):
@@ -120,14 +123,18 @@ class _ContrastiveDivergence(TrainingObjective):
             state = self.sampler.refresh(state)
         state, info, any_valid = self._negative_phase(state)
         loss = self._loss(batch, self.sampler.to_data(state).detach(), validate=False)
+        info = () if self._fused_constant_info is not None else info
         self._fused_info_present = tuple(v is not None for v in info)
         return loss, (*state, *(v for v in info if v is not None)), (any_valid,)
 
     def _fused_finish(self, outputs, flags):
         k = len(self.state)
         self.state = self.state._make(outputs[:k])
-        values = iter(outputs[k:])
-        self.info = SampleInfo._make([next(values) if present else None for present in self._fused_info_present])
+        if self._fused_constant_info is not None:
+            self.info = self._fused_constant_info
+        else:
+            values = iter(outputs[k:])
+            self.info = SampleInfo._make([next(values) if present else None for present in self._fused_info_present])
         self._count_divergent(bool(flags[0]))
 
     def _restart_at(self, x):

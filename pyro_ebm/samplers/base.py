@@ -85,7 +85,13 @@ class Sampler(MCMCKernel):
     def static_key(self):
         """The Python settings a :attr:`pure_step` step reads (a hashable): a compiled graph that traced the step
         is traced again when they change."""
-        return None
+        return ()
+
+    def constant_info(self, state):
+        """The :class:`SampleInfo` that every step from chains like ``state``'s returns, when it does not depend on
+        the draw (block Gibbs accepts every move), else ``None``. A compiled update then leaves it out of its
+        outputs."""
+        return None  # noqa: RET501 -- the documented default: the info depends on the draw
 
     def __init__(self, model=None, potential_fn=None, *, num_chains=1, jit_compile=False):
         if model is not None and potential_fn is not None:

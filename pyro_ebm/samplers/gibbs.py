@@ -85,6 +85,9 @@ class BlockGibbs(Sampler):
         v, h = sweep(state.z, beta)
         return BlockGibbsState(v, h), self._constant_info(v)
 
+    def constant_info(self, state):
+        return self._constant_info(state.z)
+
     def _constant_info(self, v):
         """Every move is accepted: the same (read-only) info tensors every step, made once per shape."""
         key = (v.shape[0], v.dtype, v.device)
