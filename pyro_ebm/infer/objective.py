@@ -55,7 +55,8 @@ class TrainingObjective(ABC):
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param optim: a :class:`pyro.optim.PyroOptim` (e.g. ``pyro.optim.Adam({"lr": 1e-3})``).
-    :param bool jit_compile: compile the loss and its parameter gradients.
+    :param bool jit_compile: compile the loss and its parameter gradients, or the whole update where it can
+        be fused (above).
     :param monitor: an optional :class:`~pyro_ebm.diagnostics.TrainingMonitor` (anything with ``update(obj)``),
         told about every update.
     """

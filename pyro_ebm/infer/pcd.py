@@ -185,9 +185,11 @@ class PCD(_ContrastiveDivergence):
         been divergent in this many updates in a row (one such update is survivable: the chains stay valid
         draws of the previous model, and an adapting step size shrinks).
     :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
-    :param bool jit_compile: trace and compile the loss and its parameter gradients after a first eager step
-        (:class:`~pyro_ebm.infer.TrainingObjective`); give the sampler ``jit_compile=True`` too to compile the
-        negative phase.
+    :param bool jit_compile: trace and compile after a first eager step
+        (:class:`~pyro_ebm.infer.TrainingObjective`): with a :attr:`~pyro_ebm.samplers.Sampler.pure_step`
+        sampler (``BlockGibbs``, ``Langevin``) and a ``pyro.optim`` SGD, Adam, AdamW or ClippedAdam, the whole
+        update (negative phase, loss, gradients, optimizer step) is one graph; otherwise the loss and its
+        parameter gradients are, and ``jit_compile=True`` on the sampler compiles its negative phase.
 
     Example::
 
