@@ -346,7 +346,7 @@ class TrainingObjective(ABC):
     def _check_finite(self, loss, step):
         if not bool(torch.isfinite(loss.detach())):
             raise TrainingError(
-                f"step {step}: the {type(self).__name__} loss is {float(loss)}; parameters are kept from step "
+                f"step {step}: the {type(self).__name__} loss is {float(loss.detach())}; parameters are kept from step "
                 f"{step - 1}. Lower the learning rate, add an energy regularizer, or check the data."
             )
 

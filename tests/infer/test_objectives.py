@@ -177,8 +177,9 @@ def test_flip_objectives_recover_an_ising_model(objective, float64):
         obj = objective(model, pyro.optim.Adam({"lr": 0.1}))
         for _ in range(120):  # full batch: a deterministic, convex (PL, MPF) problem, converged by then
             obj.step(data)
-        errors.append(max(float((model.coupling_matrix() - j_true).abs().max()),
-                          float((model.fields - h_true).abs().max())))
+        with torch.no_grad():
+            errors.append(max(float((model.coupling_matrix() - j_true).abs().max()),
+                              float((model.fields - h_true).abs().max())))
     # All three are consistent, with errors of order 1/sqrt(n): 16x the data should cut the error ~4x. The
     # largest error over the 55 parameters measured about 3.4/sqrt(n) at n = 6400 for all three; 8/sqrt(n) = 0.1
     # allows 2.4x that. A 2x cut (not 4x) allows for the larger non-asymptotic error at n = 400.
