@@ -31,6 +31,11 @@ OPTIMIZERS = {
 }
 
 
+def _gen(seed=0):
+    """A fixed-seed generator for test data, so it does not depend on which tests ran before."""
+    return torch.Generator().manual_seed(seed)
+
+
 def _rbm_pcd(optim, jit):
     return PCD(ebm.models.RBM(8, 4), ebm.samplers.BlockGibbs(jit_compile=jit), optim, num_chains=10,
                jit_compile=jit)
@@ -71,7 +76,7 @@ def _ran_fused(obj):
 
 @pytest.mark.parametrize("optim_name", sorted(OPTIMIZERS))
 def test_fused_pcd_equals_the_eager_update(optim_name, float64):
-    data = (torch.rand(60, 8) < 0.3).double()
+    data = (torch.rand(60, 8, generator=_gen()) < 0.3).double()
     eager = _train(_rbm_pcd, optim_name, False, data)
     jit = _train(_rbm_pcd, optim_name, True, data)
     assert _ran_fused(jit[0])
@@ -81,7 +86,7 @@ def test_fused_pcd_equals_the_eager_update(optim_name, float64):
 
 @pytest.mark.parametrize("optim_name", ["adam", "clipped_adam", "sgd_momentum_nesterov_decay"])
 def test_fused_score_matching_equals_the_eager_update(optim_name, float64):
-    data = torch.randn(60, 3) * 0.5 + 1.0
+    data = torch.randn(60, 3, generator=_gen()) * 0.5 + 1.0
 
     def make(optim, jit):
         return ScoreMatching(ebm.models.GaussianEnergy(3), optim, method="sliced", jit_compile=jit)
@@ -94,18 +99,18 @@ def test_fused_score_matching_equals_the_eager_update(optim_name, float64):
 @pytest.mark.parametrize("case", ["cd_block_gibbs", "pcd_langevin", "nce"])
 def test_fused_update_of_other_objectives_equals_the_eager_update(case, float64):
     if case == "cd_block_gibbs":
-        data = (torch.rand(58, 8) < 0.3).double()  # NB: a short last batch: CD's chains follow the batch size
+        data = (torch.rand(58, 8, generator=_gen()) < 0.3).double()  # NB: a short last batch: CD's chains follow the batch size
 
         def make(optim, jit):
             return CD(ebm.models.RBM(8, 4), ebm.samplers.BlockGibbs(), optim, k=2, jit_compile=jit)
     elif case == "pcd_langevin":
-        data = torch.randn(60, 2) + 1.0
+        data = torch.randn(60, 2, generator=_gen()) + 1.0
 
         def make(optim, jit):
             return PCD(ebm.models.GaussianEnergy(2), ebm.samplers.Langevin(step_size=0.3), optim, num_chains=10,
                        jit_compile=jit)
     else:
-        data = torch.randn(60, 2) + 1.0
+        data = torch.randn(60, 2, generator=_gen()) + 1.0
 
         def make(optim, jit):
             return NCE(ebm.models.GaussianEnergy(2), optim, jit_compile=jit)
@@ -116,7 +121,7 @@ def test_fused_update_of_other_objectives_equals_the_eager_update(case, float64)
 
 
 def test_unfusable_optimizer_and_sampler_run_unfused_with_the_same_result(float64):
-    data = (torch.rand(40, 8) < 0.3).double()
+    data = (torch.rand(40, 8, generator=_gen()) < 0.3).double()
 
     def train(jit):
         pyro.clear_param_store()
@@ -136,7 +141,7 @@ def test_unfusable_optimizer_and_sampler_run_unfused_with_the_same_result(float6
     pyro.clear_param_store()
     hmc_pcd = PCD(ebm.models.GaussianEnergy(2), ebm.samplers.HMC(num_steps=2), pyro.optim.Adam({"lr": 0.01}),
                   num_chains=8, jit_compile=True)
-    for b in torch.randn(24, 2).split(8):
+    for b in torch.randn(24, 2, generator=_gen()).split(8):
         hmc_pcd.step(b)
     assert not hmc_pcd._fused_update_fn._graphs and hmc_pcd._compiled._graphs
 
@@ -144,7 +149,7 @@ def test_unfusable_optimizer_and_sampler_run_unfused_with_the_same_result(float6
 def test_fused_update_follows_edited_param_groups(float64):
     # A learning rate changed by hand (or a scheduler) and a momentum switched on mid-run: the fused update reads
     # the param groups every step and rebuilds when their structure changes, as the eager step() would.
-    data = (torch.rand(80, 8) < 0.3).double()
+    data = (torch.rand(80, 8, generator=_gen()) < 0.3).double()
 
     def train(jit):
         pyro.clear_param_store()
@@ -178,7 +183,7 @@ def test_fused_update_keeps_the_last_good_parameters_on_a_non_finite_loss():
     obj = NCE(model, pyro.optim.Adam({"lr": 0.01}), noise=dist.Normal(0.0, 1.0).expand([2]).to_event(1),
               jit_compile=True)
     for _ in range(3):
-        obj.step(torch.randn(8, 2))
+        obj.step(torch.randn(8, 2, generator=_gen()))
     assert _ran_fused(obj)
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
     with pytest.raises(TrainingError, match="step 4"):
@@ -198,7 +203,7 @@ def test_fused_update_keeps_the_last_good_parameters_on_a_non_finite_loss():
 
 def test_fused_update_follows_a_pyro_lr_scheduler(float64):
     # pyro.optim's LR schedulers wrap one torch optimizer per parameter; scheduler.step() changes their lr
-    data = (torch.rand(60, 8) < 0.3).double()
+    data = (torch.rand(60, 8, generator=_gen()) < 0.3).double()
 
     def train(jit):
         pyro.clear_param_store()
