@@ -133,8 +133,8 @@ class TrainingMonitor:
     # ------------------------------------------------------------------ hooks called by training objects
 
     def before_update(self, obj):
-        """Called by a training object after its gradients and before its optimizer step: keeps the log density of
-        the previous update's chains under the parameters about to change (for the running log Z)."""
+        """Called by a training object at the start of each update, before its parameters change: keeps the log
+        density of the previous update's chains under the parameters about to change (for the running log Z)."""
         if self.running_log_partition and self._log_z is not None and self._window:
             # NB: not this update's chains: its negative phase lowers the density exactly there, which biased
             # the ratio low by ~lr / num_chains per update in a probe (-0.04 nats per update, 100 chains)

@@ -112,6 +112,8 @@ class TrainingObjective(ABC):
         :rtype: float
         """
         step = self.num_updates + 1
+        if self.monitor is not None and hasattr(self.monitor, "before_update"):
+            self.monitor.before_update(self)  # NB: reads the parameters before this update (and nothing it changes)
         opt_inputs = self._fused_optimizer_inputs()
         if opt_inputs is not None:
             loss = self._fused_step(batch, step, *opt_inputs)
@@ -121,8 +123,6 @@ class TrainingObjective(ABC):
                 loss, params = self._gradients(batch, step)
             else:
                 loss, params = self._data_parallel_gradients(batch, step, prepare=True)
-            if self.monitor is not None and hasattr(self.monitor, "before_update"):
-                self.monitor.before_update(self)  # NB: e.g. the chains' log density under the parameters before
             self.optim(params)
             zero_grads(params)
         self.num_updates = step
@@ -303,8 +303,6 @@ class TrainingObjective(ABC):
             if checked is batch:
                 self._fused_shapes.add((batch.shape, batch.dtype, batch.device))
             batch = checked  # NB: converted or reshaped: the fused graph takes the model's own layout
-        if self.monitor is not None and hasattr(self.monitor, "before_update"):
-            self.monitor.before_update(self)  # NB: reads only the parameters before this update
         inputs = self._fused_inputs(batch)
         self._fused_layout = len(inputs)
         host, *rest = self._fused_update_fn(batch, hyper, *inputs, *states)

@@ -36,6 +36,17 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def _param_values():
+    """The param store's values by position in name order (model instances number their parameter names)."""
+    return [v.detach().clone() for _, v in sorted(pyro.get_param_store().named_parameters())]
+
+
+def _assert_equal_values(expected, actual):
+    assert len(expected) == len(actual)
+    for a, b in zip(expected, actual):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
 def _rbm_pcd(optim, jit):
     return PCD(ebm.models.RBM(8, 4), ebm.samplers.BlockGibbs(jit_compile=jit), optim, num_chains=10,
                jit_compile=jit)
@@ -47,17 +58,15 @@ def _train(make, optim_name, jit, data, seed=3):
     optim = OPTIMIZERS[optim_name]()
     obj = make(optim, jit)
     losses = [obj.step(batch) for batch in data.split(10)]
-    # NB: by position in name order (model instances number their parameter names)
-    params = [v.detach().clone() for _, v in sorted(pyro.get_param_store().named_parameters())]
+    params = _param_values()
     return obj, losses, params, [state for _, state in sorted(optim.get_state().items())]
 
 
 def _assert_same(eager, jit):
     (_, losses_e, params_e, state_e), (_, losses_j, params_j, state_j) = eager, jit
     assert losses_j == pytest.approx(losses_e, rel=1e-9, abs=1e-9)
-    assert len(params_e) == len(params_j) == len(state_e) == len(state_j)
-    for a, b in zip(params_e, params_j):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    assert len(state_e) == len(state_j) == len(params_e)
+    _assert_equal_values(params_e, params_j)
     # the optimizers' own state (moments, step counters, a decayed learning rate) is what an eager step leaves
     for se, sj in zip(state_e, state_j):
         assert se["param_groups"][0]["lr"] == pytest.approx(sj["param_groups"][0]["lr"], rel=1e-12)
@@ -129,14 +138,13 @@ def test_unfusable_optimizer_and_sampler_run_unfused_with_the_same_result(float6
         optim = pyro.optim.RMSprop({"lr": 0.01})  # no fused update: the optimizer's own step() runs
         obj = _rbm_pcd(optim, jit)
         losses = [obj.step(b) for b in data.split(10)]
-        return obj, losses, [v.detach().clone() for _, v in sorted(pyro.get_param_store().named_parameters())]
+        return obj, losses, _param_values()
 
     (_, le, pe), (obj, lj, pj) = train(False), train(True)
     assert obj._fused is None and obj._fused_refused is not None and not obj._fused_update_fn._graphs
     assert obj._compiled._graphs  # the compiled loss still ran
     assert lj == pytest.approx(le, rel=1e-9)
-    for a, b in zip(pe, pj):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    _assert_equal_values(pe, pj)
     # a stateful sampler (HMC adapts its step size on the Python side) is never traced into the update
     pyro.clear_param_store()
     hmc_pcd = PCD(ebm.models.GaussianEnergy(2), ebm.samplers.HMC(num_steps=2), pyro.optim.Adam({"lr": 0.01}),
@@ -164,13 +172,12 @@ def test_fused_update_follows_edited_param_groups(float64):
                 for opt in optim.optim_objs.values():
                     opt.param_groups[0]["momentum"] = 0.9
             obj.step(b)
-        return obj, [v.detach().clone() for _, v in sorted(pyro.get_param_store().named_parameters())]
+        return obj, _param_values()
 
     (_, pe), (obj, pj) = train(False), train(True)
     # plain SGD; SGD creating its momentum buffer (as torch's first step with momentum does); SGD with momentum
     assert _ran_fused(obj) and len(obj._fused_update_fn._graphs) == 3
-    for a, b in zip(pe, pj):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    _assert_equal_values(pe, pj)
 
 
 def test_fused_update_keeps_the_last_good_parameters_on_a_non_finite_loss():
@@ -213,9 +220,8 @@ def test_fused_update_follows_a_pyro_lr_scheduler(float64):
         for b in data.split(10):
             obj.step(b)
             scheduler.step()
-        return obj, [v.detach().clone() for _, v in sorted(pyro.get_param_store().named_parameters())]
+        return obj, _param_values()
 
     (_, pe), (obj, pj) = train(False), train(True)
     assert _ran_fused(obj)
-    for a, b in zip(pe, pj):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    _assert_equal_values(pe, pj)
