@@ -138,3 +138,28 @@ def test_small_graph_build_failure_falls_back_to_inductor_defaults(monkeypatch):
     assert len(messages) == 1 and "small-graph build failed" in messages[0], messages  # and nothing else failed
     assert f.failed is None and [c.get("cpp_wrapper") for c in calls] == [True, None]
     assert torch.allclose(y, torch.sigmoid(x @ w), atol=1e-5)
+
+
+def test_is_tracing_only_inside_a_trace_and_nested_functions_inline():
+    from pyro_ebm.ops.jit import is_tracing
+
+    seen, inner_seen = [], []
+
+    def double(x):
+        inner_seen.append(is_tracing())
+        return (x * 2,)
+
+    inner = CompiledFunction(double, compile=False)
+
+    def outer(x):
+        seen.append(is_tracing())
+        (y,) = inner(x)
+        return (y + 1,)
+
+    f = CompiledFunction(outer, compile=False)
+    (y,) = f(torch.ones(3))
+    assert not is_tracing()
+    assert seen[0] and False in seen  # traced once, then run eagerly once to check the trace
+    assert inner_seen[0]  # the nested function ran inside the outer trace...
+    assert inner.failed is None  # ...inline: a trace of its own nested in the outer one would have failed
+    assert torch.equal(y, torch.full((3,), 3.0))
