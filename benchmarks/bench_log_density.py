@@ -1,7 +1,7 @@
 """
 Overhead of EnergyModel.log_density on a Pyro program against the same formula as a raw torch function.
 
-The 2-D ring of DESIGN.md, batch 256, written three ways:
+The 2-D ring of the README's quickstart, batch 256, written three ways:
   * ``raw (torch.distributions)``: ``Normal(0, 3).log_prob(x).sum(-1) - (|x| - 2)^2 / 0.08``, the same formula
     as the Pyro program, written as a plain function (the baseline the issue's goal refers to);
   * ``raw (hand-expanded)``: the Normal log-density expanded by hand into four tensor ops (a stricter floor);

@@ -7,7 +7,7 @@ computing the partition function.
 """
 
 from pyro_ebm import datasets, diagnostics, distributions, infer, models, ops, samplers
-from pyro_ebm.infer.mcmc import Samples, sample
+from pyro_ebm.infer.sampling import Samples, sample
 from pyro_ebm.model import BATCH_PLATE, EnergyModel, as_energy_model
 from pyro_ebm.primitives import factor
 

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyro_ebm.diagnostics.arviz import az, to_inference_data
-from pyro_ebm.infer.ais import AIS, log_likelihood
+from pyro_ebm.infer.arviz import az, to_inference_data
+from pyro_ebm.infer.ais import AIS
+from pyro_ebm.infer.estimates import log_likelihood
 from pyro_ebm.infer.discrete import pseudo_log_likelihood
 from pyro_ebm.ops.annealing import log_mean_exp
 

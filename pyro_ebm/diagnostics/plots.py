@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from pyro_ebm.diagnostics.arviz import az, to_inference_data
+from pyro_ebm.infer.arviz import az, to_inference_data
 
 __all__ = ["plot_ais", "plot_chains", "plot_density_2d", "plot_filters", "plot_samples", "plot_training"]
 

@@ -3,7 +3,7 @@
 import torch
 
 from pyro_ebm.infer.objective import TrainingError, TrainingObjective
-from pyro_ebm.samplers.base import SampleInfo, Sampler
+from pyro_ebm.samplers.base import Sampler
 
 _INIT_CHOICES = ("data", "base")
 
@@ -29,15 +29,19 @@ class _ContrastiveDivergence(TrainingObjective):
             raise ValueError(f"energy_l2 must be non-negative, got {energy_l2}")
         if not isinstance(divergence_patience, int) or divergence_patience < 1:
             raise ValueError(f"divergence_patience must be a positive int, got {divergence_patience!r}")
-        if getattr(sampler, "adapt", None) == "warmup":
-            # NB: the model moves under the chains; a step size frozen after warmup made PCD diverge (DESIGN.md).
-            sampler.adapt = "continuous"
         self.sampler = sampler
         self.num_steps = num_steps
         self.energy_l2 = energy_l2
         self.divergence_patience = divergence_patience
         self._divergent_updates = 0
-        self._fused_constant_info = None  # the sampler's draw-independent info, left out of the fused graph
+        # NB: the model moves under the chains; a step size frozen after warmup made PCD diverge on a 2-D ring
+        # (acceptance 0, loss -900). So a sampler that adapts during warmup keeps adapting here; the user's
+        # sampler object is not changed.
+        #: The adaptation mode of the negative phase: ``"continuous"`` for a sampler given with
+        #: ``adapt="warmup"``, else the sampler's own.
+        self.adapt = "continuous" if getattr(sampler, "adapt", None) == "warmup" else getattr(sampler, "adapt", None)
+        #: The adaptation object of the negative chains (driven after every sampler step), once they start.
+        self.adaptation = None
         #: The sampler state of the negative chains (``None`` before the first step).
         self.state = None
         #: :class:`~pyro_ebm.samplers.SampleInfo` of the last sampler step.
@@ -71,26 +75,24 @@ class _ContrastiveDivergence(TrainingObjective):
             loss = loss + self.energy_l2 * ((e_data**2).mean() + (e_neg**2).mean())
         return loss
 
-    def _advance(self):
-        """``num_steps`` sampler steps with the parameters held fixed; raises after ``divergence_patience`` updates
-        in a row in which no chain made a valid move."""
-        self.state, self.info, any_valid = self._negative_phase(self.state)
-        self._count_divergent(bool(any_valid))
+    def _start(self, num_chains, init):
+        """Start the negative chains (and their adaptation) at ``init`` (data space, or ``None``: the base)."""
+        state = self.sampler.init(self.model, num_chains=num_chains, init=init)
+        self.adaptation = self.sampler.adaptation(warmup_steps=0, mode=self.adapt)
+        self.state = self.adaptation.start(state)
 
-    def _negative_phase(self, state):
-        """``num_steps`` sampler steps from ``state``: the new state, the last step's info, and a 0-d bool tensor
-        saying whether any chain made a valid move (pure: also traced into the fused update)."""
+    def _advance(self):
+        """``num_steps`` sampler steps with the parameters held fixed, the adaptation updated after each; raises
+        after ``divergence_patience`` updates in a row in which no chain made a valid move."""
         any_valid = None
         for _ in range(self.num_steps):
-            state, info = self.sampler.step(state)
-            valid = ~info.divergent
+            self.state, self.info = self.sampler.step(self.state)
+            self.state = self.adaptation.update(self.state, self.info)
+            valid = ~self.info.divergent
             any_valid = valid if any_valid is None else any_valid | valid
-        return state, info, any_valid.any()
-
-    def _count_divergent(self, any_valid):
         # NB: one all-divergent update is survivable (the chains stay valid draws of the previous model and an
         # adapting step size shrinks); a run of them means the energy has blown up.
-        self._divergent_updates = 0 if any_valid else self._divergent_updates + 1
+        self._divergent_updates = 0 if bool(any_valid.any()) else self._divergent_updates + 1
         if self._divergent_updates >= self.divergence_patience:
             step = self.num_updates + 1
             raise TrainingError(
@@ -100,52 +102,15 @@ class _ContrastiveDivergence(TrainingObjective):
                 "rate, add energy_l2, or use a smaller step size."
             )
 
-    # NB: the fused update (jit_compile=True with a pure sampler): _fused_inputs runs the Python part of
-    # _prepare, _fused_body the rest (refresh, negative phase) and the loss inside the compiled graph.
-
-    def _supports_fused(self):
-        return self.state is not None and self.sampler.pure_step
-
-    def _fused_static_key(self):
-        constant = self.sampler.constant_info(self.state) is not None
-        return self.sampler.static_key(), self.num_steps, self.energy_l2, type(self.state), constant
-
-    _refresh_in_body = True
-
-    def _fused_inputs(self, batch):
-        self._prepare_outside(batch)
-        self._fused_constant_info = self.sampler.constant_info(self.state)  # NB: then not a graph output
-        return tuple(self.state)
-
-    def _fused_body(self, batch, *state):
-        state = type(self.state)(*state)
-        if self._refresh_in_body:
-            state = self.sampler.refresh(state)
-        state, info, any_valid = self._negative_phase(state)
-        loss = self._loss(batch, self.sampler.to_data(state).detach(), validate=False)
-        info = () if self._fused_constant_info is not None else info
-        self._fused_info_present = tuple(v is not None for v in info)
-        return loss, (*state, *(v for v in info if v is not None)), (any_valid,)
-
-    def _fused_finish(self, outputs, flags):
-        k = len(self.state)
-        self.state = self.state._make(outputs[:k])
-        if self._fused_constant_info is not None:
-            self.info = self._fused_constant_info
-        else:
-            values = iter(outputs[k:])
-            self.info = SampleInfo._make([next(values) if present else None for present in self._fused_info_present])
-        self._count_divergent(bool(flags[0]))
-
     def _restart_at(self, x):
-        """Put the chains at ``x`` (data space), keeping the sampler's adapted settings where the shapes allow."""
+        """Put the chains at ``x`` (data space), keeping the adapted settings where the shapes allow."""
         state = self.state
         if x.shape[0] != state.z.shape[0]:
             per_chain = "h" in state._fields or ("step_size" in state._fields and state.step_size.dim() > 0)
             if per_chain:  # per-chain parts cannot follow a change in the number of chains: start afresh
-                self.state = self.sampler.init(self.model, num_chains=x.shape[0], init=x)
+                self._start(x.shape[0], x)
                 return
-        z = self.sampler.target.from_data(x.to(state.z.dtype))
+        z = state.target.from_data(x.to(state.z.dtype))
         self.state = self.sampler.refresh(state._replace(z=z))
 
 
@@ -164,10 +129,11 @@ class PCD(_ContrastiveDivergence):
 
     Any sampler of :mod:`ebm.samplers <pyro_ebm.samplers>` is the negative phase: HMC, MALA or Langevin for
     continuous data, BlockGibbs or Gibbs for discrete data. An HMC or MALA given with its default
-    ``adapt="warmup"`` is switched to ``adapt="continuous"``: the model moves under the chains, so the step
-    size keeps tracking its target acceptance (pass ``adapt="none"`` to freeze it). Before each negative
-    phase the sampler's cached log densities are recomputed for the new parameters
-    (:meth:`~pyro_ebm.samplers.Sampler.refresh`).
+    ``adapt="warmup"`` is run with ``adapt="continuous"`` (:attr:`adapt`; the sampler object itself is left as
+    it is): the model moves under the chains, so the step size keeps tracking its target acceptance (pass
+    ``adapt="none"`` to freeze it). PCD drives the sampler's adaptation object (:attr:`adaptation`) after every
+    sampler step. Before each negative phase the chains' cached log densities are recomputed for the new
+    parameters (:meth:`~pyro_ebm.samplers.Sampler.refresh`).
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param sampler: an :mod:`ebm.samplers <pyro_ebm.samplers>` kernel.
@@ -185,11 +151,9 @@ class PCD(_ContrastiveDivergence):
         been divergent in this many updates in a row (one such update is survivable: the chains stay valid
         draws of the previous model, and an adapting step size shrinks).
     :param monitor: a :class:`~pyro_ebm.diagnostics.TrainingMonitor` told about every update (optional).
-    :param bool jit_compile: trace and compile after a first eager step
-        (:class:`~pyro_ebm.infer.TrainingObjective`): with a :attr:`~pyro_ebm.samplers.Sampler.pure_step`
-        sampler (``BlockGibbs``, ``Langevin``) and a ``pyro.optim`` SGD, Adam, AdamW or ClippedAdam, the whole
-        update (negative phase, loss, gradients, optimizer step) is one graph; otherwise the loss and its
-        parameter gradients are, and ``jit_compile=True`` on the sampler compiles its negative phase.
+    :param bool jit_compile: trace and compile the loss and its parameter gradients after a first eager step
+        (:class:`~pyro_ebm.infer.TrainingObjective`); ``jit_compile=True`` on the sampler compiles the negative
+        phase.
 
     Example::
 
@@ -234,7 +198,7 @@ class PCD(_ContrastiveDivergence):
             else:
                 idx = torch.randint(batch.shape[0], (num,), device=batch.device)
             return batch[idx].detach()
-        return self.sampler.initial_chains(num)
+        return self.state.target.initial_chains(num)
 
     def _prepare(self, batch):
         if self.state is None:
@@ -242,22 +206,18 @@ class PCD(_ContrastiveDivergence):
             if isinstance(self.init, str) and self.init == "data":
                 self.model.log_density(batch)  # validates the batch before chains start from it
                 init = self._draw(batch, self.num_chains)
-            self.state = self.sampler.init(self.model, num_chains=self.num_chains, init=init)
+            self._start(self.num_chains, init)
         else:
-            self._prepare_outside(batch)
+            if self.reinit_prob > 0:  # the replay-buffer restarts
+                x = self.chains
+                restart = torch.rand(x.shape[0], device=x.device) < self.reinit_prob
+                if bool(restart.any()):
+                    fresh = self._draw(batch, x.shape[0]).to(x.dtype)
+                    mask = restart.reshape((-1,) + (1,) * (x.dim() - 1))
+                    self.state = self.state._replace(z=self.state.target.from_data(torch.where(mask, fresh, x)))
             # NB: the parameters changed since the chains' log densities were cached
             self.state = self.sampler.refresh(self.state)
         self._advance()
-
-    def _prepare_outside(self, batch):
-        """The replay-buffer restarts (``reinit_prob``)."""
-        if self.reinit_prob > 0:
-            x = self.chains
-            restart = torch.rand(x.shape[0], device=x.device) < self.reinit_prob
-            if bool(restart.any()):
-                fresh = self._draw(batch, x.shape[0]).to(x.dtype)
-                mask = restart.reshape((-1,) + (1,) * (x.dim() - 1))
-                self.state = self.state._replace(z=self.sampler.target.from_data(torch.where(mask, fresh, x)))
 
 
 class CD(_ContrastiveDivergence):
@@ -287,15 +247,9 @@ class CD(_ContrastiveDivergence):
         self.k = k
 
     def _prepare(self, batch):
-        self._prepare_outside(batch)
-        self._advance()
-
-    _refresh_in_body = False  # NB: _restart_at refreshes
-
-    def _prepare_outside(self, batch):
-        """The restart at the batch."""
         batch = torch.as_tensor(batch).detach()
         if self.state is None:
-            self.state = self.sampler.init(self.model, num_chains=batch.shape[0], init=batch)
+            self._start(batch.shape[0], batch)
         else:
-            self._restart_at(batch)
+            self._restart_at(batch)  # NB: refreshes the cached log densities for the new parameters
+        self._advance()

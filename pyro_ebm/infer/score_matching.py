@@ -31,7 +31,8 @@ class ScoreMatching(TrainingObjective):
     denoising to the noised data's). Continuous data only; a data site with a constrained support (e.g.
     positive) is handled in unconstrained space, where the model's density includes the Jacobian. With
     stochastic batches, use a decaying learning rate (``pyro.optim.ClippedAdam({"lr": ..., "lrd": ...})``):
-    constant-rate Adam stalls at a few percent error (DESIGN.md).
+    constant-rate Adam stalled at 5% relative error on a 5-D Gaussian (batch 256), and reached 1.5% with
+    a learning-rate decay of 0.9985 per step.
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param optim: a ``pyro.optim`` optimizer.

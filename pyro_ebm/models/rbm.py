@@ -52,9 +52,13 @@ class RBM(EnergyModule):
         self.visible_bias = torch.nn.Parameter(_init("visible_bias", visible_bias, (num_visible,), torch.zeros))
         self.hidden_bias = torch.nn.Parameter(_init("hidden_bias", hidden_bias, (num_hidden,), torch.zeros))
 
-    def free_energy(self, v):
-        r""":math:`F(v) = -b^\top v - \sum_j \operatorname{softplus}(c_j + W_j v) = -\log \sum_h e^{-E(v,h)}`."""
-        return -(v @ self.visible_bias) - F.softplus(v @ self.weight.T + self.hidden_bias).sum(-1)
+    def free_energy(self, v, beta=1.0):
+        r"""
+        :math:`F_\beta(v) = -\beta b^\top v - \sum_j \operatorname{softplus}(\beta (c_j + W_j v))
+        = -\log \sum_h e^{-\beta E(v,h)}`: the free energy of the joint at inverse temperature ``beta`` (a number,
+        or a tensor broadcasting against ``v``'s batch shape), :math:`F(v)` at ``beta = 1``.
+        """
+        return free_energy(v, self.weight, self.visible_bias, self.hidden_bias, beta)
 
     def energy(self, v, h):
         r"""Joint energy :math:`E(v, h) = -b^\top v - c^\top h - h^\top W v`."""
@@ -62,11 +66,11 @@ class RBM(EnergyModule):
 
     def hidden_given_visible(self, v, beta=1.0):
         r""":math:`p_\beta(h \mid v)`: independent Bernoullis with logits :math:`\beta (W v + c)`."""
-        return Bernoulli(logits=beta * (v @ self.weight.T + self.hidden_bias)).to_event(1)
+        return Bernoulli(logits=hidden_logits(v, self.weight, self.hidden_bias, beta)).to_event(1)
 
     def visible_given_hidden(self, h, beta=1.0):
         r""":math:`p_\beta(v \mid h)`: independent Bernoullis with logits :math:`\beta (W^\top h + b)`."""
-        return Bernoulli(logits=beta * (h @ self.weight + self.visible_bias)).to_event(1)
+        return Bernoulli(logits=visible_logits(h, self.weight, self.visible_bias, beta)).to_event(1)
 
     @pyro_method
     def unnormalized_log_density(self, v):
@@ -113,6 +117,28 @@ class RBM(EnergyModule):
                 return -self.free_energy(v)
 
         return log_partition_by_enumeration(log_marginal, (n,), chunk_size=chunk_size, dtype=w.dtype, device=w.device)
+
+
+# NB: the tempered RBM as functions of its parameters, so that block Gibbs, the RBM's own methods and AIS's
+# path between two RBMs (which runs on float64 copies, and on a base-rate model with no hidden units) share one
+# implementation. ``beta`` is a number or a tensor that broadcasts against the batch (one value per chain
+# ``(n, 1)``).
+
+
+def hidden_logits(v, weight, hidden_bias, beta=1.0):
+    r"""Logits :math:`\beta (W v + c)` of :math:`p_\beta(h \mid v)`."""
+    return beta * (v @ weight.T + hidden_bias)
+
+
+def visible_logits(h, weight, visible_bias, beta=1.0):
+    r"""Logits :math:`\beta (W^\top h + b)` of :math:`p_\beta(v \mid h)`."""
+    return beta * (h @ weight + visible_bias)
+
+
+def free_energy(v, weight, visible_bias, hidden_bias, beta=1.0):
+    r""":math:`F_\beta(v) = -\beta b^\top v - \sum_j \operatorname{softplus}(\beta (W v + c)_j)`, ``(batch,)``."""
+    beta_v = beta.squeeze(-1) if torch.is_tensor(beta) and beta.dim() else beta
+    return -beta_v * (v @ visible_bias) - F.softplus(hidden_logits(v, weight, hidden_bias, beta)).sum(-1)
 
 
 def _init(name, value, shape, default):

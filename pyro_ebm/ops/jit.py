@@ -19,12 +19,6 @@ __all__ = ["CompiledFunction", "is_tracing", "param_store_key", "value_and_grad"
 _MAX_CACHED_GRAPHS = 8
 _TRACING = [0]  # NB: > 0 while a CompiledFunction traces: nested ones are then inlined into the outer graph
 
-# NB: below these sizes a matrix product is faster as a loop inductor generates and fuses than as a BLAS call
-# (MKL spends 5 us on a 20x64 @ 64x16 product with 2 threads, 1.8 us with one), and the generated kernels are
-# faster on one thread than after an OpenMP fork (a PCD-1 RBM update: 39 -> 23 us per update).
-_SMALL_MATMUL = 1 << 16  # multiply-adds
-_SMALL_TENSOR = 1 << 15  # elements of the largest tensor in a single-threaded graph
-
 
 def is_tracing():
     """Whether a :class:`CompiledFunction` is tracing now (its tensors are then symbolic: cache none of them)."""
@@ -99,15 +93,10 @@ class CompiledFunction:
 
     def _build(self, args):
         """Trace and compile for ``args``; returns the graph (``None`` on failure) and the result for ``args``."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
         args = tuple(a.detach() for a in args)
         _TRACING[0] += 1
         try:
-            # NB: fake tensors make data-dependent Python control flow an error instead of a silent branch;
-            # parameters are real tensors read from the closure, captured by reference.
-            # NB: a *args wrapper, since make_fx miscounts the arguments of bound methods.
-            graph = make_fx(lambda *a: self.fn(*a), tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
+            graph = _trace(self.fn, args)
         except Exception as e:  # noqa: BLE001 -- any tracing failure means: run eagerly, and say why
             self._give_up(f"tracing failed ({type(e).__name__}: {_first_line(e)})")
             return None, self.fn(*args)
@@ -148,64 +137,51 @@ class CompiledFunction:
         warnings.warn(f"jit_compile: {reason}; running eagerly", RuntimeWarning, stacklevel=5)
 
 
+# NB: the two private PyTorch APIs this module needs, each behind a version check with a public fallback.
+_TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+_PRIVATE_APIS_CHECKED = ((2, 4), (2, 13))  # the releases on which the private routes below were tested
+
+
+def _trace(fn, args):
+    """
+    ``fn(*args)`` traced to a graph of ATen operations on fake tensors, forward and backward passes alike.
+
+    NB: private API. ``make_fx``'s ``_allow_non_fake_inputs`` lets the trace read real tensors it does not receive
+    -- the model's parameters, captured by reference -- while the inputs are fake, so that data-dependent Python
+    control flow is an error instead of a silently baked-in branch. No public API traces a closure over real
+    parameters on fake inputs. Outside the tested releases the public fallback traces on the real inputs
+    (``tracing_mode="real"``): a branch on tensor values is then baked in, and only the check against the eager
+    result after each trace can catch it.
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def wrapped(*a):  # NB: a *args wrapper, since make_fx miscounts the arguments of bound methods
+        return fn(*a)
+
+    if _PRIVATE_APIS_CHECKED[0] <= _TORCH_VERSION <= _PRIVATE_APIS_CHECKED[1]:
+        return make_fx(wrapped, tracing_mode="fake", _allow_non_fake_inputs=True)(*args)
+    return make_fx(wrapped, tracing_mode="real")(*args)
+
+
 def _inductor(graph, args):
     """
-    The traced graph compiled by inductor. NB: straight through ``compile_fx`` where this PyTorch has it: the
-    graph is already a flat ATen graph with no Python left to guard, and ``torch.compile``'s frame evaluation
-    and guards cost ~25 us per call, more than a small compiled potential itself. ``fallback_random``: random
-    operations draw as eager PyTorch does (same seed, same samples, with or without compilation).
+    The traced graph compiled by inductor, PyTorch's compiler. ``fallback_random``: random operations draw as
+    eager PyTorch does (same seed, same samples, with or without compilation).
 
-    Small graphs on the CPU (no tensor over :data:`_SMALL_TENSOR` elements: a PCD update of a small RBM, a score
-    matching step on a few dimensions), whose cost is overhead rather than arithmetic, are compiled with their
-    small matrix products as fused loops, single-threaded kernels and the C++ wrapper (no Python between
-    kernels): a PCD-1 update of a 64 x 16 RBM went from 62 to 41 us.
+    NB: private API. ``torch._inductor.compile_fx`` compiles the graph directly: it is already a flat ATen graph
+    with no Python left to guard, and ``torch.compile``'s frame evaluation and guards cost ~25 us per call, more
+    than a small compiled potential itself (the ring's leapfrog step). Outside the tested releases, or where it
+    cannot be imported, the public ``torch.compile`` compiles the same graph.
     """
     options = {"fallback_random": True}
-    try:
-        from torch._inductor.compile_fx import compile_fx
-    except ImportError:  # pragma: no cover -- a PyTorch that moved it: the public, slower route
-        return torch.compile(graph, dynamic=False, options=options)
-    if all(a.device.type == "cpu" for a in args) and _largest_tensor(graph) <= _SMALL_TENSOR:
+    if _PRIVATE_APIS_CHECKED[0] <= _TORCH_VERSION <= _PRIVATE_APIS_CHECKED[1]:
         try:
-            # NB: rewritten in place (a copy would copy the parameters it captures by reference); the rewritten
-            # graph computes the same, so the fallback below may compile it too
-            graph = _small_matmuls_as_loops(graph)
-            return compile_fx(graph, list(args), config_patches={**options, "cpp.threads": 1, "cpp_wrapper": True})
-        except Exception as e:  # noqa: BLE001 -- e.g. no Python headers for the C++ wrapper: the default build
-            warnings.warn(f"jit_compile: the small-graph build failed ({type(e).__name__}: {_first_line(e)}); "
-                          "compiling with inductor's defaults", RuntimeWarning, stacklevel=5)
-    return compile_fx(graph, list(args), config_patches=options)
-
-
-def _largest_tensor(graph):
-    sizes = [n.meta["val"].numel() for n in graph.graph.nodes if isinstance(n.meta.get("val"), torch.Tensor)]
-    return max(sizes, default=0)
-
-
-def _small_matmuls_as_loops(graph):
-    """Rewrite ``mm`` / ``addmm`` nodes of at most :data:`_SMALL_MATMUL` multiply-adds as a broadcast product
-    summed over the inner dimension, which inductor turns into a fused loop instead of a BLAS call."""
-    aten = torch.ops.aten
-    g = graph.graph
-    for node in list(g.nodes):
-        if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default) or node.kwargs:
-            continue
-        bias, a, b = (None, *node.args) if node.target is aten.mm.default else node.args
-        shapes = [getattr(x.meta.get("val"), "shape", None) if isinstance(x, torch.fx.Node) else None for x in (a, b)]
-        if None in shapes or shapes[0][0] * shapes[0][1] * shapes[1][1] > _SMALL_MATMUL:
-            continue
-        with g.inserting_before(node):
-            product = g.call_function(
-                aten.mul.Tensor,
-                (g.call_function(aten.unsqueeze.default, (a, 2)), g.call_function(aten.unsqueeze.default, (b, 0))),
-            )
-            out = g.call_function(aten.sum.dim_IntList, (product, [1]))
-            if bias is not None:
-                out = g.call_function(aten.add.Tensor, (out, bias))
-        node.replace_all_uses_with(out)
-        g.erase_node(node)
-    graph.recompile()
-    return graph
+            from torch._inductor.compile_fx import compile_fx
+        except ImportError:  # pragma: no cover -- a build that moved it: the public route below
+            pass
+        else:
+            return compile_fx(graph, list(args), config_patches=options)
+    return torch.compile(graph, dynamic=False, options=options)
 
 
 def param_store_key():

@@ -1,14 +1,17 @@
-"""Vectorized MCMC samplers: every chain is a row of one tensor, with its own accept/reject decision."""
+"""Vectorized MCMC samplers: every chain is a row of one tensor, with its own accept/reject decision. Kernels are
+pure (``state, info = kernel.step(state)``); their adaptation objects are driven by the caller."""
 
 from pyro_ebm.samplers.adaptation import (
     DiagonalMassMatrixAdapter,
+    HMCAdaptation,
+    NoAdaptation,
     StepSizeAdapter,
     adaptation_windows,
     find_reasonable_step_size,
 )
 from pyro_ebm.samplers.annealed import AnnealedTarget
 from pyro_ebm.samplers.base import SampleInfo, Sampler
-from pyro_ebm.samplers.chees import ChEESHMC
+from pyro_ebm.samplers.chees import ChEESAdaptation, ChEESHMC, ChEESInfo, ChEESState
 from pyro_ebm.samplers.gibbs import BlockGibbs, BlockGibbsState, Gibbs, GibbsState
 from pyro_ebm.samplers.hmc import HMC, MALA, HMCState
 from pyro_ebm.samplers.langevin import Langevin, LangevinState
@@ -19,17 +22,22 @@ __all__ = [
     "AnnealedTarget",
     "BlockGibbs",
     "BlockGibbsState",
+    "ChEESAdaptation",
     "ChEESHMC",
+    "ChEESInfo",
+    "ChEESState",
     "DiagonalMassMatrixAdapter",
     "Gibbs",
     "GibbsState",
     "HMC",
+    "HMCAdaptation",
     "HMCState",
     "Langevin",
     "LangevinState",
     "MALA",
     "NUTS",
     "NUTSState",
+    "NoAdaptation",
     "SampleInfo",
     "Sampler",
     "StepSizeAdapter",

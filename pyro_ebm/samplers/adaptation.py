@@ -1,4 +1,12 @@
-"""Warmup adaptation for many chains: step size by dual averaging on pooled acceptance, diagonal mass matrix."""
+"""
+Adaptation for many chains, driven by the caller between kernel steps: step size by dual averaging on pooled
+acceptance, a diagonal mass matrix from Welford estimates, and the objects that schedule them for a run.
+
+Kernels are pure (``state, info = kernel.step(state)``); an adaptation object belongs to one run of a driver
+(:func:`ebm.sample <pyro_ebm.sample>`, PCD, AIS's pilot), which calls ``state = adaptation.start(state)`` once and
+``state = adaptation.update(state, info)`` after every step. It changes the state's step size or mass matrix,
+never the kernel.
+"""
 
 import math
 
@@ -139,3 +147,99 @@ def find_reasonable_step_size(step_size, log_accept_ratio, *, per_chain=False, m
             break
         step_size = torch.where(crossed, step_size, candidate)
     return step_size
+
+
+class NoAdaptation:
+    """Nothing to adapt: the state is returned as it is."""
+
+    def start(self, state):
+        return state
+
+    def update(self, state, info):
+        return state
+
+
+class HMCAdaptation:
+    r"""
+    The step size and diagonal mass matrix of an HMC-family kernel over one run.
+
+    * ``mode="warmup"``: during ``warmup_steps``, Stan's windowed schedule (:func:`adaptation_windows`): dual
+      averaging of the step size on the acceptance probability (pooled over chains, or chain by chain with
+      ``per_chain``), and a diagonal mass matrix pooled across chains from Welford estimates in the windows; after
+      each window, a new starting step size (:func:`find_reasonable_step_size`) and dual averaging restarted; at
+      the end of warmup the averaged step size. Frozen afterwards.
+    * ``mode="continuous"``: the same warmup, then the step size keeps tracking ``target_accept_prob`` with a
+      constant-gain update (:meth:`StepSizeAdapter.continuous_update`), as PCD needs while the model moves.
+    * ``mode="none"``: nothing changes.
+
+    With ``mode="warmup"`` and no warmup steps the given step size is kept as it is.
+
+    :param kernel: the kernel whose one-step proposals :meth:`start` probes (its ``proposal`` method).
+    :param int warmup_steps: steps of warmup.
+    :param str mode: ``"warmup"``, ``"continuous"`` or ``"none"``.
+    :param float target_accept_prob: target of the step size.
+    :param bool adapt_mass_matrix: estimate a diagonal mass matrix during warmup.
+    :param bool per_chain: one step size per chain.
+    """
+
+    def __init__(self, kernel, *, warmup_steps, mode, target_accept_prob, adapt_mass_matrix=True, per_chain=False):
+        if mode not in ("warmup", "continuous", "none"):
+            raise ValueError(f"adaptation mode must be 'warmup', 'continuous' or 'none', got {mode!r}")
+        if not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
+        self.kernel = kernel
+        self.warmup_steps = warmup_steps
+        self.mode = mode
+        self.per_chain = per_chain
+        self.step_size_adapter = StepSizeAdapter(target_accept_prob, per_chain=per_chain)
+        self.mass_adapter = DiagonalMassMatrixAdapter()
+        self.windows = adaptation_windows(warmup_steps) if adapt_mass_matrix and mode != "none" else []
+        #: Steps seen so far.
+        self.t = 0
+
+    @property
+    def adapting(self):
+        """Whether this run adapts at all."""
+        return self.mode == "continuous" or (self.mode == "warmup" and self.warmup_steps > 0)
+
+    def start(self, state):
+        """A starting step size for ``state`` (when adapting), and dual averaging started around it."""
+        if not self.adapting:
+            return state
+        state = state._replace(step_size=self.reasonable_step_size(state))
+        self.step_size_adapter.restart(state.step_size)
+        return state
+
+    def reasonable_step_size(self, state):
+        """:func:`find_reasonable_step_size` on one leapfrog step of the kernel from ``state``."""
+
+        def log_accept_ratio(eps):
+            return self.kernel.proposal(state, eps.expand(state.z.shape[0]), 1)[-1]
+
+        return find_reasonable_step_size(state.step_size, log_accept_ratio, per_chain=self.per_chain)
+
+    def update(self, state, info):
+        """The state after one more step whose diagnostics are ``info``: new step size and mass matrix."""
+        return self._update(state, info.accept_prob)
+
+    def _update(self, state, accept_prob):
+        t = self.t
+        self.t += 1
+        if self.mode == "none":
+            return state
+        if t < self.warmup_steps:
+            step_size = self.step_size_adapter.warmup_update(accept_prob)
+            for start, end in self.windows:
+                if start <= t < end:
+                    self.mass_adapter.update(state.z)
+                if t == end - 1:
+                    state = state._replace(inverse_mass=self.mass_adapter.inverse_mass())
+                    # Stan: after a new mass matrix, look for a step size again and restart dual averaging.
+                    step_size = self.reasonable_step_size(state._replace(step_size=step_size))
+                    self.step_size_adapter.restart(step_size)
+            if t == self.warmup_steps - 1:
+                step_size = self.step_size_adapter.final_step_size()
+            return state._replace(step_size=step_size)
+        if self.mode == "continuous":
+            return state._replace(step_size=self.step_size_adapter.continuous_update(state.step_size, accept_prob))
+        return state

@@ -1,8 +1,9 @@
-"""AnnealedTarget: the intermediate densities of annealed importance sampling, as a target any sampler can run on."""
+"""AnnealedTarget: the densities between a start density and a model, as targets any sampler can run on."""
+
+import copy
 
 import torch
 
-from pyro_ebm.ops.jit import CompiledFunction, param_store_key
 from pyro_ebm.samplers.target import Target
 
 
@@ -14,31 +15,36 @@ class AnnealedTarget(Target):
     .. math:: \log f_\beta(x) = (1 - \beta) \log f_0(x) + \beta \log \tilde p(x),
 
     in the space the samplers work in (for a constrained support, unconstrained space with the Jacobian counted
-    once). :math:`f_0` is a normalized base distribution for AIS, or a second model for
-    :func:`~pyro_ebm.infer.log_partition_ratio`.
+    once). :math:`f_0` is a normalized base distribution for AIS (or parallel tempering towards the base), or a
+    second model for :func:`~pyro_ebm.infer.log_partition_ratio`.
 
-    ``beta`` is a 0-d tensor changed in place (:meth:`set_beta`), so a compiled log density
-    (``jit_compile=True``) follows it without being traced again.
+    A target is immutable: :meth:`at` gives the target at another temperature, sharing this one's compiled
+    functions (``beta`` is one of their inputs, never baked into a trace). ``beta`` is a 0-d tensor, or one value
+    per chain ``(num_chains,)`` for chains at different temperatures in one tensor.
 
     :param model: the model at :math:`\beta = 1` (its event shape, support and transform are the target's).
     :param callable log_density_0: :math:`\log f_0(x)` for data-space ``x`` ``(num_chains, *event_shape)``,
         returning ``(num_chains,)``; unvalidated (e.g. a distribution built with ``validate_args=False``), since
         samplers propose points anywhere and a data-dependent check also stops a ``jit_compile`` trace.
-    :param bool jit_compile: compile the log density and gradient, and :meth:`components_and_grads`.
+    :param beta: the inverse temperature (default 0, the start).
     """
 
-    def __init__(self, model, log_density_0, *, jit_compile=False):
-        super().__init__(model, jit_compile=jit_compile)
+    def __init__(self, model, log_density_0, *, beta=0.0):
+        super().__init__(model)
         self.log_density_0 = log_density_0
         example = self.model._example
-        self.beta = torch.zeros((), dtype=example.dtype, device=example.device)
-        self._compiled_components = None
-        if jit_compile and not self.is_discrete:
-            self._compiled_components = CompiledFunction(self._components_and_grads, key_fn=param_store_key)
+        self.beta = torch.as_tensor(beta, dtype=example.dtype, device=example.device)
 
-    def set_beta(self, beta):
-        """Move to inverse temperature ``beta`` (a number or a 0-d tensor; in place, with no host sync)."""
-        self.beta.copy_(torch.as_tensor(beta))
+    @property
+    def inputs(self):
+        return (self.beta,)
+
+    def at(self, beta):
+        """This path at inverse temperature ``beta`` (a number or a tensor): a new target, sharing this one's
+        compiled functions."""
+        other = copy.copy(self)
+        other.beta = torch.as_tensor(beta, dtype=self.beta.dtype, device=self.beta.device)
+        return other
 
     def components(self, z):
         r"""``(log f_0, log p~)`` at flat states ``z`` ``(num_chains, D)``, each with the Jacobian of the transform."""
@@ -51,12 +57,12 @@ class AnnealedTarget(Target):
             ladj = ladj.reshape(ladj.shape[0], -1).sum(-1)
         return self.log_density_0(y) + ladj, self.model.log_density(y, validate=False) + ladj
 
-    def log_prob(self, z):
+    def log_prob_fn(self, z, beta):
         l0, l1 = self.components(z)
-        return l0 + self.beta * (l1 - l0)
+        return l0 + beta * (l1 - l0)
 
-    def potential(self, z):
-        return -self.log_prob(z)
+    def potential_of(self, z, beta):
+        return -self.log_prob_fn(z, beta)
 
     def _components_and_grads(self, z):
         with torch.enable_grad():
@@ -66,16 +72,17 @@ class AnnealedTarget(Target):
             (g1,) = torch.autograd.grad(l1.sum(), z)
         return l0.detach(), l1.detach(), g0, g1
 
-    def components_and_grads(self, z):
-        """``(log f_0, log p~, grad log f_0, grad log p~)`` at ``z`` (compiled with ``jit_compile=True``)."""
+    def components_and_grads(self, z, *, compiled=False):
+        """``(log f_0, log p~, grad log f_0, grad log p~)`` at ``z``; ``compiled=True`` runs the compiled version."""
         if self.is_discrete:
             raise ValueError("gradients of the annealed density need continuous data")
-        if self._compiled_components is not None:
-            return self._compiled_components(z)
+        if compiled:
+            return self.compiled("components_and_grads", self._components_and_grads)(z)
         return self._components_and_grads(z)
 
     def __repr__(self):
-        return f"AnnealedTarget({self.model!r}, beta={float(self.beta):.4g})"
+        beta = f"{float(self.beta):.4g}" if self.beta.dim() == 0 else f"({self.beta.shape[0]} values)"
+        return f"AnnealedTarget({self.model!r}, beta={beta})"
 
 
 __all__ = ["AnnealedTarget"]

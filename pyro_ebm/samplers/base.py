@@ -1,4 +1,4 @@
-"""Sampler: the base class of pyro_ebm's vectorized MCMC kernels (functional ``init``/``step`` + Pyro's MCMCKernel)."""
+"""Sampler: the base class of pyro_ebm's vectorized MCMC kernels (pure ``init_state``/``step``, Pyro's MCMCKernel)."""
 
 from abc import abstractmethod
 from collections import OrderedDict
@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
+from pyro_ebm.samplers.adaptation import NoAdaptation
 from pyro_ebm.samplers.target import Target
 
 
@@ -37,32 +38,47 @@ class Sampler(MCMCKernel):
     Base class of the samplers in :mod:`ebm.samplers <pyro_ebm.samplers>`: many independent chains as the
     rows of one tensor, each with its own accept/reject decision.
 
-    A sampler is used in two ways:
+    **The kernel contract.** A sampler object holds only its configuration (set at construction, never
+    changed by the code that uses it); everything a step depends on lives in the state:
 
-    * functionally, as in BlackJAX: ``state = sampler.init(model, num_chains=..., warmup_steps=...)``, then
-      ``state, info = sampler.step(state)``. The state (a namedtuple) carries only what the next step needs;
-      ``info`` (:class:`SampleInfo`) carries per-step diagnostics. Adaptation (step size, mass matrix) lives
-      on the sampler and follows the warmup schedule given to ``init``;
-    * as a :class:`pyro.infer.mcmc.MCMCKernel` under :class:`pyro.infer.MCMC`, with ``model`` (or
-      ``potential_fn``) and ``num_chains`` given to the constructor; the vectorized chains are then the
-      leading dimension of the data site's samples.
+    * ``state = sampler.init(model, num_chains=...)`` starts chains (or ``sampler.init_state(target, z)`` on a
+      given :class:`~pyro_ebm.samplers.Target`, e.g. one temperature of an
+      :class:`~pyro_ebm.samplers.AnnealedTarget`). The state is a namedtuple of the chains, what the next step
+      needs (log density, gradient, step size, mass matrix, inverse temperature...) and ``target``, the target
+      it belongs to;
+    * ``state, info = sampler.step(state)`` advances every chain by one transition, as a pure function of the
+      state: ``info`` (:class:`SampleInfo`) carries per-step diagnostics;
+    * adaptation (step size, mass matrix, trajectory length) is a separate object that the *driver* calls
+      between steps: ``adaptation = sampler.adaptation(warmup_steps=...)``, ``state = adaptation.start(state)``,
+      then ``state = adaptation.update(state, info)`` after each step (:mod:`~pyro_ebm.samplers.adaptation`).
+      :func:`ebm.sample <pyro_ebm.sample>`, PCD and AIS's pilot do this; none of them changes the sampler.
+
+    A sampler is also a :class:`pyro.infer.mcmc.MCMCKernel`, for :class:`pyro.infer.MCMC`, with ``model`` (or
+    ``potential_fn``) and ``num_chains`` given to the constructor; the vectorized chains are then the leading
+    dimension of the data site's samples. That run's state and adaptation are kept by a thin adapter on the
+    kernel (:class:`pyro.infer.MCMC` drives kernels by their side effects).
 
     A kernel takes a ``model`` **or** a ``potential_fn`` (an energy ``(num_chains, *event) -> (num_chains,)``),
     never both; :func:`ebm.sample <pyro_ebm.sample>`, PCD and AIS pass the model to ``init`` instead.
 
     A minimal custom kernel, random-walk Metropolis::
 
+        class RWState(NamedTuple):
+            z: torch.Tensor
+            log_prob: torch.Tensor
+            target: ebm.samplers.Target
+
         class RandomWalk(ebm.samplers.Sampler):
-            def _init_state(self, z):
-                return RWState(z, self.target.log_prob(z))
+            def init_state(self, target, z):
+                return RWState(z, target.log_prob(z), target)
 
             def step(self, state):
                 proposal = state.z + 0.5 * torch.randn_like(state.z)
-                lp = self.target.log_prob(proposal)
+                lp = state.target.log_prob(proposal)
                 accept_prob = (lp - state.log_prob).exp().clamp(max=1).nan_to_num(0.0)
                 accepted = torch.rand_like(accept_prob) < accept_prob
                 z = torch.where(accepted[:, None], proposal, state.z)
-                new = RWState(z, torch.where(accepted, lp, state.log_prob))
+                new = state._replace(z=z, log_prob=torch.where(accepted, lp, state.log_prob))
                 return new, self._info(accept_prob, accepted, ~torch.isfinite(lp), 0.5, 1)
 
     :param model: optional model (for use under ``pyro.infer.MCMC``).
@@ -76,22 +92,6 @@ class Sampler(MCMCKernel):
     is_calibrated = True
     #: Whether the kernel needs continuous data (gradient-based) or discrete data (Gibbs).
     supports = "continuous"
-    #: Whether :meth:`step` and :meth:`refresh` are pure functions of the state's tensors (and the model's
-    #: parameters) that keep nothing on ``self`` -- no adaptation counters, no host syncs. Training objectives
-    #: with ``jit_compile=True`` then trace the negative phase into their compiled update; the Python settings
-    #: the step reads are named by :meth:`static_key`.
-    pure_step = False
-
-    def static_key(self):
-        """The Python settings a :attr:`pure_step` step reads (a hashable): a compiled graph that traced the step
-        is traced again when they change."""
-        return ()
-
-    def constant_info(self, state):
-        """The :class:`SampleInfo` that every step from chains like ``state``'s returns, when it does not depend on
-        the draw (block Gibbs accepts every move), else ``None``. A compiled update then leaves it out of its
-        outputs."""
-        return None  # noqa: RET501 -- the documented default: the info depends on the draw
 
     def __init__(self, model=None, potential_fn=None, *, num_chains=1, jit_compile=False):
         if model is not None and potential_fn is not None:
@@ -100,25 +100,20 @@ class Sampler(MCMCKernel):
         self.potential_fn = potential_fn
         self.num_chains = num_chains
         self.jit_compile = jit_compile
-        self.target = None
         self.transforms = {}  # NB: pyro.infer.MCMC receives samples already in the data's own space
+        self._pyro_run = None  # the state of a pyro.infer.MCMC run (the MCMCKernel adapter below)
         self._initial_params = None
-        self._state = None
-        self._warmup_steps = 0
-        self._t = 0
-        self._mcmc_stats = []
 
     # ---------------------------------------------------------------- functional API
 
-    def init(self, model=None, *, num_chains=None, init=None, warmup_steps=0, potential_fn=None):
+    def init(self, model=None, *, num_chains=None, init=None, potential_fn=None):
         """
-        Start ``num_chains`` chains and this sampler's adaptation.
+        Start ``num_chains`` chains.
 
         :param model: the model (default: the one given to the constructor).
         :param int num_chains: number of chains (default: the constructor's).
         :param torch.Tensor init: initial chains in the data's own space, ``(num_chains, *event_shape)``
             (default: draws from the model's base measure; required with a ``potential_fn``).
-        :param int warmup_steps: steps of warmup adaptation that follow.
         :param callable potential_fn: an energy function instead of a model.
         :returns: the initial state.
         """
@@ -132,96 +127,67 @@ class Sampler(MCMCKernel):
         if not isinstance(num_chains, int) or num_chains < 1:
             raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
         event_shape = None if init is None else torch.as_tensor(init).shape[1:]
-        self.target = Target(model, potential_fn=potential_fn, event_shape=event_shape, jit_compile=self.jit_compile)
-        self._check_support_kind()
-        x = self.initial_chains(num_chains, init)
-        return self.start(self.target, self.target.from_data(x), warmup_steps=warmup_steps)
+        target = Target(model, potential_fn=potential_fn, event_shape=event_shape)
+        self.check_target(target)
+        x = target.initial_chains(num_chains, init)
+        return self.init_state(target, target.from_data(x))
 
-    def start(self, target, z, *, warmup_steps=0):
-        """
-        Start chains ``z`` (flat, in the sampler's space) on a given :class:`~pyro_ebm.samplers.Target`, such as
-        AIS's :class:`~pyro_ebm.samplers.AnnealedTarget`, with ``warmup_steps`` of adaptation to follow.
-
-        :returns: the initial state.
-        """
-        self.target = target
-        self._check_support_kind()
-        self._warmup_steps = int(warmup_steps)
-        self._t = 0
-        return self._init_state(z)
+    @abstractmethod
+    def init_state(self, target, z):
+        """The state of flat chains ``z`` ``(num_chains, D)`` (in the sampler's space) on ``target``."""
 
     @abstractmethod
     def step(self, state):
-        """Advance every chain by one transition: ``(state, info)``."""
+        """Advance every chain by one transition: ``(state, info)``. A pure function of ``state``."""
 
-    @abstractmethod
-    def _init_state(self, z):
-        """The sampler's state for flat chains ``z`` ``(num_chains, D)`` in the sampler's space."""
+    def adaptation(self, *, warmup_steps=0, mode=None, adapt_mass_matrix=None):
+        """
+        A fresh adaptation object for a run with ``warmup_steps`` of warmup (default: nothing to adapt). The driver
+        calls ``state = adaptation.start(state)`` once, then ``state = adaptation.update(state, info)`` after each
+        step. ``mode`` overrides the sampler's own ``adapt`` setting for this run (``"warmup"``, ``"continuous"``
+        or ``"none"``), and ``adapt_mass_matrix`` its mass-matrix setting.
+        """
+        return NoAdaptation()
 
-    def refresh(self, state):
+    def refresh(self, state, target=None):
         """
-        Recompute what ``state`` caches about the target (log density, gradient) after the model's parameters
-        changed -- as between the updates of PCD. The chains, step size and mass matrix are kept. Without it,
-        the next Metropolis test compares a proposal under the new parameters with a stale log density.
+        Recompute what ``state`` caches about its target (log density, gradient) after the model's parameters
+        changed -- as between the updates of PCD -- or for another ``target`` (a new temperature). The chains,
+        step size and mass matrix are kept. Without it, the next Metropolis test compares a proposal under the
+        new parameters with a stale log density.
         """
+        target = state.target if target is None else target
         if "grad" in state._fields:
-            log_prob, grad = self.target.log_prob_and_grad(state.z)
-            return state._replace(log_prob=log_prob, grad=grad)
+            log_prob, grad = target.log_prob_and_grad(state.z, compiled=self.jit_compile)
+            return state._replace(log_prob=log_prob, grad=grad, target=target)
         if "log_prob" in state._fields:
             with torch.no_grad():
-                return state._replace(log_prob=self.target.log_prob(state.z))
-        return state
+                return state._replace(log_prob=target.log_prob(state.z), target=target)
+        return state._replace(target=target)
 
     def to_data(self, state):
         """The chains of ``state`` in the data's own space, ``(num_chains, *event_shape)``."""
-        return self.target.to_data(state.z)
+        return state.target.to_data(state.z)
 
-    # ---------------------------------------------------------------- helpers for subclasses
-
-    def _check_support_kind(self):
-        if self.supports == "continuous" and self.target.is_discrete:
+    def check_target(self, target):
+        """Raise a ``ValueError`` when this kernel cannot sample ``target`` (continuous kernels on discrete data
+        and the other way round)."""
+        if self.supports == "continuous" and target.is_discrete:
             raise ValueError(
                 f"{type(self).__name__} is gradient-based and needs continuous data, but data site "
-                f"{self.target.model.data_site!r} is discrete ({self.target.model.support}); use "
+                f"{target.model.data_site!r} is discrete ({target.model.support}); use "
                 "ebm.samplers.Gibbs() (or BlockGibbs() for an RBM)"
             )
-        if self.supports == "discrete" and not self.target.is_discrete:
+        if self.supports == "discrete" and not target.is_discrete:
             raise ValueError(
                 f"{type(self).__name__} samples discrete data, but the target is continuous; use "
                 "ebm.samplers.HMC, MALA or Langevin"
             )
 
-    def initial_chains(self, num_chains, init=None):
-        """
-        Initial chains in the data's own space, ``(num_chains, *event_shape)``: ``init`` checked against the
-        model, or draws from the model's base measure (uniform in ``(-2, 2)`` in unconstrained space when the
-        base is improper and continuous, as Pyro's ``init_to_uniform``). Needs :meth:`init` to have run.
-        """
-        if init is not None:
-            x = torch.as_tensor(init)
-            if x.shape[0] != num_chains:
-                raise ValueError(
-                    f"init must have one row per chain, shape ({num_chains}, *event_shape); got {tuple(x.shape)}"
-                )
-            if self.target.model is not None:
-                lp = self.target.model.log_density(x)  # validates shape and support, names the problem
-                x = x.to(lp.dtype)
-            return x.detach()
-        m = self.target.model
-        base = m.base
-        try:
-            with torch.no_grad():
-                x = base.sample((num_chains,))
-        except NotImplementedError:  # an improper base that cannot be sampled (ImproperUniform)
-            if m.is_discrete:
-                raise ValueError("the data site's base measure cannot be sampled: pass init=") from None
-            example = m._example
-            z = torch.rand((num_chains,) + m.event_shape, dtype=example.dtype, device=example.device)
-            z = 4 * z - 2  # Pyro's init_to_uniform: uniform in (-2, 2) in unconstrained space
-            x = m.transform(z)
-        return x.detach()
+    # ---------------------------------------------------------------- helpers for subclasses
 
-    def _check_initial_log_prob(self, log_prob):
+    @staticmethod
+    def _check_initial_log_prob(log_prob):
         bad = ~torch.isfinite(log_prob)
         if bool(bad.any()):
             raise ValueError(
@@ -236,18 +202,15 @@ class Sampler(MCMCKernel):
         num_steps = torch.as_tensor(num_steps, device=accept_prob.device)
         return SampleInfo(accept_prob, accepted, divergent, step_size.expand(n), num_steps.expand(n), tree_depth)
 
-    # ---------------------------------------------------------------- pyro.infer.mcmc.MCMCKernel API
+    # ---------------------------------------------------------------- pyro.infer.mcmc.MCMCKernel adapter
 
     def setup(self, warmup_steps, *args, **kwargs):
         init = None
         if self._initial_params is not None:
             (init,) = self._initial_params.values()
-        self._state = self.init(num_chains=self.num_chains, init=init, warmup_steps=warmup_steps)
-        self._initial_params = {self._site_name(): self.to_data(self._state)}
-        self._mcmc_stats = []
-
-    def _site_name(self):
-        return self.target.model.data_site if self.target.model is not None else "x"
+        state = self.init(num_chains=self.num_chains, init=init)
+        self._pyro_run = _PyroRun(self, state, warmup_steps)
+        self._initial_params = {self._pyro_run.site: self.to_data(state)}
 
     @property
     def initial_params(self):
@@ -258,19 +221,43 @@ class Sampler(MCMCKernel):
         self._initial_params = params
 
     def sample(self, params):
-        (x,) = params.values()
-        if self._state is None:
+        if self._pyro_run is None:
             raise RuntimeError("call setup() before sample()")
-        if not torch.equal(x, self.to_data(self._state)):  # the caller moved the chains: restart from there
-            self._state = self._init_state(self.target.from_data(x))
-        self._state, info = self.step(self._state)
-        self._mcmc_stats.append(info)
-        return {self._site_name(): self.to_data(self._state)}
+        return self._pyro_run.sample(params)
 
     def logging(self):
-        if not self._mcmc_stats:
+        return OrderedDict() if self._pyro_run is None else self._pyro_run.logging()
+
+    def diagnostics(self):
+        return {} if self._pyro_run is None else self._pyro_run.diagnostics()
+
+
+class _PyroRun:
+    """One run of a sampler under :class:`pyro.infer.MCMC`: its state, adaptation and per-step stats."""
+
+    def __init__(self, sampler, state, warmup_steps):
+        self.sampler = sampler
+        self.adaptation = sampler.adaptation(warmup_steps=warmup_steps)
+        self.state = self.adaptation.start(state)
+        self.warmup_steps = warmup_steps
+        self.site = state.target.model.data_site if state.target.model is not None else "x"
+        self.stats = []
+
+    def sample(self, params):
+        (x,) = params.values()
+        sampler = self.sampler
+        if not torch.equal(x, sampler.to_data(self.state)):  # the caller moved the chains: restart from there
+            target = self.state.target
+            self.state = sampler.refresh(self.state._replace(z=target.from_data(x)))
+        self.state, info = sampler.step(self.state)
+        self.state = self.adaptation.update(self.state, info)
+        self.stats.append(info)
+        return {self.site: sampler.to_data(self.state)}
+
+    def logging(self):
+        if not self.stats:
             return OrderedDict()
-        info = self._mcmc_stats[-1]
+        info = self.stats[-1]
         return OrderedDict(
             [
                 ("step size", "{:.2e}".format(float(info.step_size.mean()))),
@@ -279,7 +266,7 @@ class Sampler(MCMCKernel):
         )
 
     def diagnostics(self):
-        kept = self._mcmc_stats[self._warmup_steps :]
+        kept = self.stats[self.warmup_steps :]
         if not kept:
             return {}
         return {

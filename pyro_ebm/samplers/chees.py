@@ -1,10 +1,46 @@
 """ChEES-HMC: HMC whose trajectory length is adapted across many chains (Hoffman, Radul & Sountsov 2021)."""
 
 import math
+from typing import NamedTuple
 
 import torch
 
+from pyro_ebm.samplers.adaptation import HMCAdaptation
 from pyro_ebm.samplers.hmc import HMC
+from pyro_ebm.samplers.target import Target
+
+
+class ChEESState(NamedTuple):
+    r"""
+    State of :class:`ChEESHMC` chains: :class:`~pyro_ebm.samplers.HMCState`'s fields, and
+
+    :ivar log_trajectory_length: :math:`\log T`, a 0-d tensor.
+    :ivar iteration: the number of steps taken (the index into the Halton sequence that jitters :math:`T`).
+    """
+
+    z: torch.Tensor
+    log_prob: torch.Tensor
+    grad: torch.Tensor
+    step_size: torch.Tensor
+    inverse_mass: torch.Tensor
+    log_trajectory_length: torch.Tensor
+    iteration: int
+    target: Target
+
+
+class ChEESInfo(NamedTuple):
+    r""":class:`~pyro_ebm.samplers.SampleInfo`'s fields, and ``trajectory_gradient``: the step's
+    acceptance-weighted estimate of the ChEES criterion's gradient in :math:`\log T` (NaN when nothing was
+    accepted), which :class:`ChEESAdaptation` follows."""
+
+    accept_prob: torch.Tensor
+    accepted: torch.Tensor
+    divergent: torch.Tensor
+    step_size: torch.Tensor
+    num_steps: torch.Tensor
+    tree_depth: torch.Tensor | None
+    trajectory_gradient: torch.Tensor
+
 
 
 class ChEESHMC(HMC):
@@ -26,7 +62,7 @@ class ChEESHMC(HMC):
     :math:`\log T` over the second half of warmup (``adapt="continuous"`` keeps adapting both, e.g. in PCD).
 
     Usable wherever :class:`HMC` is: :func:`ebm.sample <pyro_ebm.sample>`, PCD, AIS. ``info.num_steps`` reports the
-    leapfrog steps taken; :attr:`trajectory_length` the current :math:`T`.
+    leapfrog steps taken; ``state.log_trajectory_length`` holds the current :math:`\log T`.
 
     :param float trajectory_length: initial :math:`T` (default: 10 initial step sizes).
     :param float learning_rate: Adam's learning rate for :math:`\log T`.
@@ -53,61 +89,41 @@ class ChEESHMC(HMC):
             raise ValueError(f"trajectory_length must be positive, got {trajectory_length}")
         super().__init__(model, potential_fn, num_steps=1, jitter=0.0, target_accept_prob=target_accept_prob,
                          max_num_steps=max_num_steps, **kwargs)
-        self.initial_trajectory_length = trajectory_length
+        self.trajectory_length = trajectory_length  # NB: the initial T; the current one is in the state
         self.learning_rate = learning_rate
-        self._log_length = None
-        self._optim = None
-        self._averaged = []
-        self._iteration = 0
 
-    @property
-    def trajectory_length(self):
-        """The current trajectory length :math:`T` (``None`` before :meth:`init`)."""
-        return None if self._log_length is None else float(self._log_length.detach().exp())
-
-    @trajectory_length.setter
-    def trajectory_length(self, value):
-        # NB: HMC's constructor sets this attribute; ChEES keeps its own (learned) length instead
-        pass
-
-    def _init_state(self, z):
-        state = super()._init_state(z)
-        length = self.initial_trajectory_length
+    def init_state(self, target, z):
+        state = super().init_state(target, z)
+        length = self.trajectory_length
         if length is None:
             length = 10 * float(state.step_size.mean())
-        self._log_length = torch.tensor(math.log(length), dtype=z.dtype, device=z.device, requires_grad=True)
-        self._optim = torch.optim.Adam([self._log_length], lr=self.learning_rate, betas=(0.0, 0.95))
-        self._averaged = []
-        self._iteration = 0
-        return state
+        log_length = torch.tensor(math.log(length), dtype=z.dtype, device=z.device)
+        return ChEESState(*state[:5], log_length, 0, target)
+
+    def adaptation(self, *, warmup_steps=0, mode=None, adapt_mass_matrix=None):
+        mode = self.adapt if mode is None else mode
+        return ChEESAdaptation(self, warmup_steps=warmup_steps, mode=mode, target_accept_prob=self.target_accept_prob,
+                               adapt_mass_matrix=self.adapt_mass_matrix if adapt_mass_matrix is None else adapt_mass_matrix)
 
     def step(self, state):
         z, n = state.z, state.z.shape[0]
-        self._iteration += 1
-        u = _van_der_corput(self._iteration)
+        iteration = state.iteration + 1
+        u = _van_der_corput(iteration)
         eps = state.step_size.expand(n)
-        length = self._log_length.detach().exp()
-        t = u * length
+        t = u * state.log_trajectory_length.exp()
         # NB: one host sync per iteration for the number of leapfrog steps, as HMC's trajectory_length mode
         num_steps = min(self.max_num_steps, max(1, math.ceil(float(t / state.step_size.mean()))))
-        r = torch.randn_like(z) / state.inverse_mass.sqrt()
-        z_new, r_new, lp_new = self._trajectory(state, r, eps.unsqueeze(-1), num_steps)
-        log_ratio = (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
-        new_state, accept_prob, accepted, divergent = self._metropolis(state, z_new, lp_new, self._last_grad, log_ratio)
-        adapting = self.adapt == "continuous" or (self.adapt == "warmup" and self._t < self._warmup_steps)
-        if adapting:
-            self._adapt_length(state, z_new, r_new, accept_prob, divergent, t)
-        # NB: the harmonic mean of the acceptance probabilities drives the step size (ChEES paper, Sec. 4)
-        harmonic = 1.0 / (1.0 / accept_prob.clamp(min=1e-6)).mean()
-        new_state = self._adapt(new_state, harmonic.expand(1))
-        return new_state, self._info(accept_prob, accepted, divergent, eps, num_steps)
+        z_new, r_new, lp_new, grad_new, log_ratio = self._proposal(state, eps, num_steps)
+        new_state, accept_prob, accepted, divergent = self._metropolis(state, z_new, lp_new, grad_new, log_ratio)
+        gradient = self._trajectory_gradient(state, z_new, r_new, accept_prob, divergent, t)
+        info = self._info(accept_prob, accepted, divergent, eps, num_steps)
+        return new_state._replace(iteration=iteration), ChEESInfo(*info, gradient)
 
-    def _adapt_length(self, state, z_new, r_new, accept_prob, divergent, t):
-        """One Adam step of log T on the acceptance-weighted ChEES gradient estimate."""
+    @staticmethod
+    def _trajectory_gradient(state, z_new, r_new, accept_prob, divergent, t):
+        """The acceptance-weighted ChEES gradient estimate in log T (NaN when nothing was accepted)."""
         weight = torch.where(divergent, torch.zeros_like(accept_prob), accept_prob)
         total = weight.sum()
-        if not bool(total > 0):  # nothing accepted: no information about T this iteration
-            return
         z0 = state.z
         z1 = torch.where(divergent.unsqueeze(-1), z0, z_new)
         v1 = torch.where(divergent.unsqueeze(-1), torch.zeros_like(r_new), r_new * state.inverse_mass)
@@ -115,16 +131,51 @@ class ChEESHMC(HMC):
         c1 = z1 - (weight.unsqueeze(-1) * z1).sum(0) / total
         change = (c1 * c1).sum(-1) - (c0 * c0).sum(-1)
         grad = t * change * (c1 * v1).sum(-1)
-        estimate = (weight * grad).sum() / total
-        self._optim.zero_grad()
-        self._log_length.grad = -estimate.detach().reshape(())  # NB: Adam minimizes; ChEES is maximized
-        self._optim.step()
-        if self.adapt == "warmup":
-            if self._t >= self._warmup_steps // 2:
-                self._averaged.append(self._log_length.detach().clone())
-            if self._t == self._warmup_steps - 1 and self._averaged:
-                with torch.no_grad():
-                    self._log_length.copy_(torch.stack(self._averaged).mean())
+        return torch.where(total > 0, (weight * grad).sum() / total, torch.full_like(total, math.nan))
+
+
+class ChEESAdaptation(HMCAdaptation):
+    r"""
+    :class:`~pyro_ebm.samplers.adaptation.HMCAdaptation` for :class:`ChEESHMC`, which also learns the trajectory
+    length: Adam (``learning_rate``, :math:`\beta_1 = 0`, :math:`\beta_2 = 0.95`) on :math:`\log T` following
+    each step's ``info.trajectory_gradient``; at the end of warmup :math:`\log T` is set to its average over the
+    second half of warmup. The step size follows dual averaging on the harmonic mean of the chains' acceptance
+    probabilities (ChEES paper, Sec. 4).
+    """
+
+    def __init__(self, kernel, **kwargs):
+        super().__init__(kernel, **kwargs)
+        self.learning_rate = kernel.learning_rate
+        self.initial_trajectory_length = kernel.trajectory_length
+        self._log_length = None
+        self._optim = None
+        self._averaged = []
+
+    def start(self, state):
+        state = super().start(state)
+        if self.adapting and self.initial_trajectory_length is None:  # NB: 10 of the step sizes just found
+            length = torch.log(10 * state.step_size.mean()).reshape(())
+            state = state._replace(log_trajectory_length=length.to(state.log_trajectory_length))
+        self._log_length = state.log_trajectory_length.detach().clone().requires_grad_(True)
+        self._optim = torch.optim.Adam([self._log_length], lr=self.learning_rate, betas=(0.0, 0.95))
+        return state
+
+    def update(self, state, info):
+        t = self.t
+        adapting = self.mode == "continuous" or (self.mode == "warmup" and t < self.warmup_steps)
+        if adapting and bool(torch.isfinite(info.trajectory_gradient)):  # NB: nothing accepted: no information
+            self._optim.zero_grad()
+            self._log_length.grad = -info.trajectory_gradient.detach().reshape(())  # NB: Adam minimizes
+            self._optim.step()
+            if self.mode == "warmup":
+                if t >= self.warmup_steps // 2:
+                    self._averaged.append(self._log_length.detach().clone())
+                if t == self.warmup_steps - 1 and self._averaged:
+                    with torch.no_grad():
+                        self._log_length.copy_(torch.stack(self._averaged).mean())
+            state = state._replace(log_trajectory_length=self._log_length.detach().clone())
+        harmonic = 1.0 / (1.0 / info.accept_prob.clamp(min=1e-6)).mean()
+        return self._update(state, harmonic.expand(1))
 
 
 def _van_der_corput(i, base=2):

@@ -1,19 +1,15 @@
 """Vectorized Hamiltonian Monte Carlo and MALA: Pyro's integrator and adaptation parts, one Metropolis test per chain."""
 
+import functools
 import math
 from typing import NamedTuple
 
 import torch
 from pyro.ops.integrator import velocity_verlet
 
-from pyro_ebm.ops.jit import CompiledFunction, param_store_key
-from pyro_ebm.samplers.adaptation import (
-    DiagonalMassMatrixAdapter,
-    StepSizeAdapter,
-    adaptation_windows,
-    find_reasonable_step_size,
-)
+from pyro_ebm.samplers.adaptation import HMCAdaptation
 from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.target import Target
 
 _ADAPT_MODES = ("warmup", "continuous", "none")
 
@@ -27,6 +23,7 @@ class HMCState(NamedTuple):
     :ivar grad: its gradient, ``(num_chains, D)``.
     :ivar step_size: base step size before jitter: a scalar tensor, or ``(num_chains,)`` per chain.
     :ivar inverse_mass: diagonal inverse mass matrix ``(D,)``, shared by the chains.
+    :ivar target: the :class:`~pyro_ebm.samplers.Target` that ``log_prob`` and ``grad`` belong to.
     """
 
     z: torch.Tensor
@@ -34,6 +31,7 @@ class HMCState(NamedTuple):
     grad: torch.Tensor
     step_size: torch.Tensor
     inverse_mass: torch.Tensor
+    target: Target
 
 
 class HMC(Sampler):
@@ -45,16 +43,21 @@ class HMC(Sampler):
     own energy change. The step size is jittered uniformly by ``+-jitter`` per chain and iteration (a fixed
     step and length can make every coordinate flip sign each iteration after mass-matrix adaptation).
 
-    Adaptation (``adapt``):
+    Adaptation (``adapt``), run by the driver through :meth:`adaptation`
+    (:class:`~pyro_ebm.samplers.adaptation.HMCAdaptation`):
 
-    * ``"warmup"``: during the ``warmup_steps`` given to :meth:`init` (or :func:`ebm.sample
-      <pyro_ebm.sample>`), Stan's windowed schedule: dual averaging of the step size on the acceptance
-      probability pooled over chains (``per_chain=True``: one step size per chain), and a diagonal mass matrix
-      pooled across chains from Welford estimates; frozen afterwards;
+    * ``"warmup"``: during the ``warmup_steps`` of :func:`ebm.sample <pyro_ebm.sample>`, Stan's windowed
+      schedule: dual averaging of the step size on the acceptance probability pooled over chains
+      (``per_chain=True``: one step size per chain), and a diagonal mass matrix pooled across chains from
+      Welford estimates; frozen afterwards;
     * ``"continuous"``: the same warmup, then the step size keeps tracking ``target_accept_prob`` with a
-      constant-gain update, as PCD needs while the model moves under the chains;
+      constant-gain update, as PCD needs while the model moves under the chains (PCD runs an HMC given with
+      ``adapt="warmup"`` this way);
     * ``"none"``: the given ``step_size`` (a number or one per chain) and unit mass are used as they are
       (AIS sets its own frozen schedule through the state).
+
+    The step itself reads only the state (positions, log density, gradient, step size, mass matrix, target)
+    and the settings given here.
 
     A trajectory whose energy becomes non-finite, or whose energy error exceeds ``max_energy_error``, is
     rejected for that chain and counted as divergent; the other chains are unaffected.
@@ -110,6 +113,8 @@ class HMC(Sampler):
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
         if trajectory_length is not None and trajectory_length <= 0:
             raise ValueError(f"trajectory_length must be positive, got {trajectory_length}")
+        if not 0.0 < target_accept_prob < 1.0:
+            raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob}")
         if not 0 <= jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {jitter}")
         if torch.is_tensor(step_size) and step_size.dim() > 0 and not per_chain and adapt != "none":
@@ -120,49 +125,28 @@ class HMC(Sampler):
         self.num_steps = num_steps
         self.trajectory_length = trajectory_length
         self.adapt = adapt
+        self.target_accept_prob = target_accept_prob
         self.adapt_mass_matrix = adapt_mass_matrix and adapt != "none"
         self.per_chain = per_chain
         self.jitter = jitter
         self.max_energy_error = max_energy_error
         self.max_num_steps = max_num_steps
-        self._step_size_adapter = StepSizeAdapter(target_accept_prob, per_chain=per_chain)
-        self._mass_adapter = DiagonalMassMatrixAdapter()
-        self._windows = []
-        self._last_log_prob = None
-        self._unit_mass = None
-        self._compiled_leapfrog = None
-        self._compiled_target = None
 
-    @property
-    def target_accept_prob(self):
-        return self._step_size_adapter.target_accept_prob
+    # ---------------------------------------------------------------- init and adaptation
 
-    # ---------------------------------------------------------------- init
-
-    def _init_state(self, z):
-        if self.jit_compile and self._compiled_target is not self.target:  # a new target (init): a new trace
-            self._compiled_leapfrog = CompiledFunction(self._leapfrog, key_fn=param_store_key)
-            self._compiled_target = self.target
-        lp, grad = self.target.log_prob_and_grad(z)
+    def init_state(self, target, z):
+        self.check_target(target)
+        lp, grad = target.log_prob_and_grad(z, compiled=self.jit_compile)
         self._check_initial_log_prob(lp)
-        num_chains = z.shape[0]
         step_size = torch.as_tensor(self.step_size, dtype=z.dtype, device=z.device)
         if self.per_chain:
-            step_size = step_size.expand(num_chains).clone()
-        self._unit_mass = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
-        state = HMCState(z, lp, grad, step_size, self._unit_mass)
-        adapting = self.adapt == "continuous" or (self.adapt == "warmup" and self._warmup_steps > 0)
-        if adapting:  # NB: with adapt="warmup" but no warmup steps, the given step size is kept
-            self._windows = adaptation_windows(self._warmup_steps) if self.adapt_mass_matrix else []
-            state = state._replace(step_size=self._reasonable_step_size(state))
-            self._step_size_adapter.restart(state.step_size)
-        return state
+            step_size = step_size.expand(z.shape[0]).clone()
+        return HMCState(z, lp, grad, step_size, target.unit_mass(z), target)
 
-    def _reasonable_step_size(self, state):
-        def log_accept_ratio(eps):
-            return self._proposal(state, eps.expand(state.z.shape[0]), 1)[-1]
-
-        return find_reasonable_step_size(state.step_size, log_accept_ratio, per_chain=self.per_chain)
+    def adaptation(self, *, warmup_steps=0, mode=None, adapt_mass_matrix=None):
+        mode = self.adapt if mode is None else mode
+        return HMCAdaptation(self, warmup_steps=warmup_steps, mode=mode, target_accept_prob=self.target_accept_prob,
+                             adapt_mass_matrix=self.adapt_mass_matrix if adapt_mass_matrix is None else adapt_mass_matrix, per_chain=self.per_chain)
 
     # ---------------------------------------------------------------- dynamics
 
@@ -171,21 +155,23 @@ class HMC(Sampler):
         return 0.5 * (r * r * state.inverse_mass).sum(-1)
 
     def _trajectory(self, state, r, step_size, num_steps):
-        """Integrate ``num_steps`` leapfrog steps; returns the end position, momentum and log density."""
-        compiled = self._compiled_leapfrog
-        if compiled is not None and compiled.failed is None:
-            z, grad = state.z, state.grad
-            for _ in range(num_steps):
-                z, r, log_prob, grad = compiled(z, r, grad, step_size, state.inverse_mass)
-            self._last_grad = grad
-            return z, r, log_prob
+        """Integrate ``num_steps`` leapfrog steps; returns the end position, momentum, log density and gradient."""
+        target = state.target
+        if self.jit_compile:
+            compiled = target.compiled("hmc.leapfrog", functools.partial(_leapfrog, target))
+            if compiled.failed is None:
+                z, grad, log_prob = state.z, state.grad, None
+                for _ in range(num_steps):
+                    z, r, log_prob, grad = compiled(z, r, grad, step_size, state.inverse_mass, *target.inputs)
+                return z, r, log_prob, grad
+        log_probs = []
 
         def potential_fn(params):
-            u = self.target.potential(params["z"])
-            self._last_log_prob = -u.detach()
+            u = target.potential(params["z"])
+            log_probs.append(u)
             return u.sum()
 
-        if state.inverse_mass is self._unit_mass:  # NB: identity check, no host sync; saves a product per step
+        if state.inverse_mass is target.unit_mass(state.z):  # NB: identity check, no host sync; saves a product
 
             def kinetic_grad(momentum):
                 return momentum
@@ -198,35 +184,21 @@ class HMC(Sampler):
         z_new, r_new, z_grads, _ = velocity_verlet(
             {"z": state.z}, {"z": r}, potential_fn, kinetic_grad, step_size, num_steps, z_grads={"z": -state.grad}
         )
-        self._last_grad = -z_grads["z"]
-        return z_new["z"], r_new["z"], self._last_log_prob
+        return z_new["z"], r_new["z"], -log_probs[-1].detach(), -z_grads["z"]
 
-    def _leapfrog(self, z, r, grad, step_size, inverse_mass):
-        """One step of Pyro's integrator, as a pure function of tensors: what ``jit_compile=True`` traces."""
-        potentials = []
-
-        def potential_fn(params):
-            u = self.target.potential(params["z"])
-            potentials.append(u)
-            return u.sum()
-
-        def kinetic_grad(momentum):
-            return {"z": momentum["z"] * inverse_mass}
-
-        z_new, r_new, z_grads, _ = velocity_verlet(
-            {"z": z}, {"z": r}, potential_fn, kinetic_grad, step_size, 1, z_grads={"z": -grad}
-        )
-        return z_new["z"], r_new["z"], -potentials[-1].detach(), -z_grads["z"]
-
-    def _proposal(self, state, step_size, num_steps):
+    def proposal(self, state, step_size, num_steps):
         """
         A trajectory from fresh momenta with per-chain step sizes ``(num_chains,)``: the end position, its log
         density and gradient, and the log acceptance ratio of each chain.
         """
+        z_new, _, lp_new, grad_new, log_ratio = self._proposal(state, step_size, num_steps)
+        return z_new, lp_new, grad_new, log_ratio
+
+    def _proposal(self, state, step_size, num_steps):
         r = torch.randn_like(state.z) / state.inverse_mass.sqrt()
-        z_new, r_new, lp_new = self._trajectory(state, r, step_size.unsqueeze(-1), num_steps)
+        z_new, r_new, lp_new, grad_new = self._trajectory(state, r, step_size.unsqueeze(-1), num_steps)
         log_ratio = (lp_new - self._kinetic(r_new, state)) - (state.log_prob - self._kinetic(r, state))
-        return z_new, lp_new, self._last_grad, log_ratio
+        return z_new, r_new, lp_new, grad_new, log_ratio
 
     def _num_steps(self, step_size):
         if self.num_steps is not None:
@@ -241,9 +213,8 @@ class HMC(Sampler):
         if self.jitter:
             eps = base * (1 + self.jitter * (2 * torch.rand_like(base) - 1))
         num_steps = self._num_steps(base)
-        z_new, lp_new, grad_new, log_ratio = self._proposal(state, eps, num_steps)
+        z_new, lp_new, grad_new, log_ratio = self.proposal(state, eps, num_steps)
         new_state, accept_prob, accepted, divergent = self._metropolis(state, z_new, lp_new, grad_new, log_ratio)
-        new_state = self._adapt(new_state, accept_prob)
         return new_state, self._info(accept_prob, accepted, divergent, eps, num_steps)
 
     def _metropolis(self, state, z_new, lp_new, grad_new, log_ratio):
@@ -260,29 +231,24 @@ class HMC(Sampler):
         )
         return new_state, accept_prob, accepted, divergent
 
-    # ---------------------------------------------------------------- adaptation
 
-    def _adapt(self, state, accept_prob):
-        t = self._t
-        self._t += 1
-        if self.adapt == "none":
-            return state
-        if t < self._warmup_steps:
-            step_size = self._step_size_adapter.warmup_update(accept_prob)
-            for start, end in self._windows:
-                if start <= t < end:
-                    self._mass_adapter.update(state.z)
-                if t == end - 1:
-                    state = state._replace(inverse_mass=self._mass_adapter.inverse_mass())
-                    # Stan: after a new mass matrix, look for a step size again and restart dual averaging.
-                    step_size = self._reasonable_step_size(state._replace(step_size=step_size))
-                    self._step_size_adapter.restart(step_size)
-            if t == self._warmup_steps - 1:
-                step_size = self._step_size_adapter.final_step_size()
-            return state._replace(step_size=step_size)
-        if self.adapt == "continuous":
-            return state._replace(step_size=self._step_size_adapter.continuous_update(state.step_size, accept_prob))
-        return state
+def _leapfrog(target, z, r, grad, step_size, inverse_mass, *inputs):
+    """One step of Pyro's integrator on ``target``, as a pure function of tensors: what ``jit_compile=True``
+    traces (once per target family: the target's inputs, e.g. an inverse temperature, are arguments)."""
+    potentials = []
+
+    def potential_fn(params):
+        u = target.potential_of(params["z"], *inputs)
+        potentials.append(u)
+        return u.sum()
+
+    def kinetic_grad(momentum):
+        return {"z": momentum["z"] * inverse_mass}
+
+    z_new, r_new, z_grads, _ = velocity_verlet(
+        {"z": z}, {"z": r}, potential_fn, kinetic_grad, step_size, 1, z_grads={"z": -grad}
+    )
+    return z_new["z"], r_new["z"], -potentials[-1].detach(), -z_grads["z"]
 
 
 class MALA(HMC):

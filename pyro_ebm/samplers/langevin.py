@@ -5,6 +5,7 @@ from typing import NamedTuple
 import torch
 
 from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.target import Target
 
 
 class LangevinState(NamedTuple):
@@ -15,12 +16,14 @@ class LangevinState(NamedTuple):
     :ivar log_prob: log density at ``z``.
     :ivar grad: its gradient.
     :ivar step_size: the step size (scalar tensor or one per chain).
+    :ivar target: the :class:`~pyro_ebm.samplers.Target` that ``log_prob`` and ``grad`` belong to.
     """
 
     z: torch.Tensor
     log_prob: torch.Tensor
     grad: torch.Tensor
     step_size: torch.Tensor
+    target: Target
 
 
 class Langevin(Sampler):
@@ -39,7 +42,6 @@ class Langevin(Sampler):
     """
 
     is_calibrated = False
-    pure_step = True
 
     def __init__(
         self, model=None, potential_fn=None, *, step_size=0.1, noise_scale=1.0, num_chains=1, jit_compile=False
@@ -52,18 +54,16 @@ class Langevin(Sampler):
         self.step_size = step_size
         self.noise_scale = noise_scale
 
-    def static_key(self):
-        return float(self.noise_scale)
-
-    def _init_state(self, z):
-        lp, grad = self.target.log_prob_and_grad(z)
+    def init_state(self, target, z):
+        self.check_target(target)
+        lp, grad = target.log_prob_and_grad(z, compiled=self.jit_compile)
         self._check_initial_log_prob(lp)
-        return LangevinState(z, lp, grad, torch.as_tensor(self.step_size, dtype=z.dtype, device=z.device))
+        return LangevinState(z, lp, grad, torch.as_tensor(self.step_size, dtype=z.dtype, device=z.device), target)
 
     def step(self, state):
         eps = state.step_size.expand(state.z.shape[0]).unsqueeze(-1)
         z_new = state.z + 0.5 * eps**2 * state.grad + self.noise_scale * eps * torch.randn_like(state.z)
-        lp_new, grad_new = self.target.log_prob_and_grad(z_new)
+        lp_new, grad_new = state.target.log_prob_and_grad(z_new, compiled=self.jit_compile)
         divergent = ~torch.isfinite(lp_new) | ~torch.isfinite(grad_new).all(-1)
         accepted = ~divergent
         keep = accepted.unsqueeze(-1)

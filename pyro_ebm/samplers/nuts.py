@@ -1,5 +1,6 @@
 """NUTS: vectorized over many chains (:class:`VectorizedNUTS`), and Pyro's own run chain by chain for reference runs."""
 
+import functools
 import math
 import warnings
 from typing import NamedTuple
@@ -7,9 +8,10 @@ from typing import NamedTuple
 import torch
 from pyro.infer.mcmc import NUTS as PyroNUTS
 
-from pyro_ebm.ops.jit import CompiledFunction, param_store_key
+from pyro_ebm.samplers.adaptation import NoAdaptation
 from pyro_ebm.samplers.base import Sampler
-from pyro_ebm.samplers.hmc import HMC
+from pyro_ebm.samplers.hmc import HMC, _leapfrog
+from pyro_ebm.samplers.target import Target
 
 #: Above this many chains :class:`NUTS` warns: they run one after another.
 MANY_CHAINS = 8
@@ -20,9 +22,16 @@ class NUTSState(NamedTuple):
     State of :class:`NUTS` chains.
 
     :ivar z: positions ``(num_chains, D)`` in the sampler's (unconstrained) space.
+    :ivar kernels: one :class:`pyro.infer.mcmc.NUTS` per chain. NB: Pyro's kernels keep their trees' and their
+        adaptation's state on themselves; they belong to this state alone, and a step advances them in place.
+    :ivar warmup_steps: the warmup given to Pyro's kernels (by :meth:`NUTS.adaptation`).
+    :ivar target: the :class:`~pyro_ebm.samplers.Target`.
     """
 
     z: torch.Tensor
+    kernels: list
+    warmup_steps: int
+    target: Target
 
 
 class NUTS(Sampler):
@@ -49,9 +58,9 @@ class NUTS(Sampler):
         kwargs.setdefault("adapt_step_size", True)
         kwargs.setdefault("adapt_mass_matrix", True)
         self.kwargs = kwargs
-        self.kernels = []
 
-    def _init_state(self, z):
+    def init_state(self, target, z):
+        self.check_target(target)
         num_chains = z.shape[0]
         if num_chains > MANY_CHAINS:
             warnings.warn(
@@ -60,29 +69,30 @@ class NUTS(Sampler):
                 "many chains",
                 stacklevel=3,
             )
-        self.kernels = []
-        self._evaluations = 0
+        counter = [0]
+        kernels = []
         for c in range(num_chains):
-            kernel = PyroNUTS(potential_fn=self._chain_potential, **self.kwargs)
+            kernel = PyroNUTS(potential_fn=functools.partial(_chain_potential, target, counter), **self.kwargs)
             kernel.initial_params = {"z": z[c].clone()}
-            kernel.setup(self._warmup_steps)
-            self.kernels.append(kernel)
-        return NUTSState(z.clone())
+            kernel.evaluations = counter  # NB: Pyro evaluates the potential once per gradient (leapfrog step)
+            kernels.append(kernel)
+        return _setup(NUTSState(z.clone(), kernels, 0, target), 0)
 
-    def _chain_potential(self, params):
-        self._evaluations += 1  # NB: Pyro evaluates the potential once per gradient (leapfrog step)
-        return -self.target.log_prob(params["z"].unsqueeze(0))[0]
+    def adaptation(self, *, warmup_steps=0, mode=None, adapt_mass_matrix=None):
+        """Pyro's kernels adapt themselves (step size and mass matrix during ``warmup_steps``): the adaptation
+        object only sets them up for that warmup."""
+        return _PyroNUTSAdaptation(warmup_steps)
 
     def step(self, state):
         rows, accept, divergent, step_sizes, evaluations = [], [], [], [], []
-        for c, kernel in enumerate(self.kernels):
+        for c, kernel in enumerate(state.kernels):
             mean_before, divergences = kernel._mean_accept_prob, len(kernel._divergences)
-            before = self._evaluations
+            before = kernel.evaluations[0]
             rows.append(kernel.sample({"z": state.z[c]})["z"])
-            evaluations.append(self._evaluations - before)
+            evaluations.append(kernel.evaluations[0] - before)
             # NB: Pyro keeps a running mean m_n of the acceptance probability (restarted when warmup ends);
             # this step's value is m_{n-1} + n (m_n - m_{n-1}). Pyro records divergences after warmup only.
-            n = kernel._t - self._warmup_steps if kernel._t > self._warmup_steps else kernel._t
+            n = kernel._t - state.warmup_steps if kernel._t > state.warmup_steps else kernel._t
             accept.append(mean_before + n * (kernel._mean_accept_prob - mean_before))
             divergent.append(len(kernel._divergences) > divergences)
             step_sizes.append(kernel.step_size)
@@ -92,7 +102,32 @@ class NUTS(Sampler):
         moved = (z != state.z).any(-1)
         step_size = torch.tensor(step_sizes, dtype=z.dtype, device=z.device)
         num_steps = torch.tensor(evaluations, device=z.device)  # gradient evaluations of each chain's tree
-        return NUTSState(z), self._info(accept_prob, moved, divergent, step_size, num_steps)
+        return state._replace(z=z), self._info(accept_prob, moved, divergent, step_size, num_steps)
+
+    def refresh(self, state, target=None):
+        target = state.target if target is None else target
+        return self.init_state(target, state.z)
+
+
+def _chain_potential(target, counter, params):
+    counter[0] += 1
+    return -target.log_prob(params["z"].unsqueeze(0))[0]
+
+
+def _setup(state, warmup_steps):
+    """Pyro's kernels of ``state`` set up for ``warmup_steps`` of their own adaptation, at the state's chains."""
+    for c, kernel in enumerate(state.kernels):
+        kernel.initial_params = {"z": state.z[c].clone()}
+        kernel.setup(warmup_steps)
+    return state._replace(warmup_steps=warmup_steps)
+
+
+class _PyroNUTSAdaptation(NoAdaptation):
+    def __init__(self, warmup_steps):
+        self.warmup_steps = warmup_steps
+
+    def start(self, state):
+        return _setup(state, self.warmup_steps) if self.warmup_steps else state
 
 
 class VectorizedNUTS(HMC):
@@ -129,22 +164,6 @@ class VectorizedNUTS(HMC):
             raise ValueError(f"max_tree_depth must be a positive int, got {max_tree_depth!r}")
         super().__init__(model, potential_fn, num_steps=1, jitter=0.0, target_accept_prob=target_accept_prob, **kwargs)
         self.max_tree_depth = max_tree_depth
-        self._compiled_leaf = None
-        self._leaf_target = None
-        self._masks = {}
-        self._device = None
-
-    def _init_state(self, z):
-        if self._device != z.device:
-            self._masks, self._device = {}, z.device
-        if self.jit_compile and self._leaf_target is not self.target:  # a new target: a new trace
-            self._compiled_leaf = CompiledFunction(self._leaf, key_fn=param_store_key)
-            self._leaf_target = self.target
-        return super()._init_state(z)
-
-    def _turning(self, r_left, r_right, r_sum, inverse_mass):
-        # NB: the generalized criterion on velocities M^-1 r, as pyro.infer.mcmc.nuts._is_turning
-        return ((r_left * inverse_mass * r_sum).sum(-1) <= 0) | ((r_right * inverse_mass * r_sum).sum(-1) <= 0)
 
     def step(self, state):
         z0, n = state.z, state.z.shape[0]
@@ -181,12 +200,11 @@ class VectorizedNUTS(HMC):
             diverged = diverged | (active & sub["diverged"])
             sum_accept = sum_accept + sub["sum_accept"]
             num_leaves = num_leaves + sub["num_leaves"]
-            done = done | ~ok | self._turning(left[1], right[1], r_sum, inv_mass)
+            done = done | ~ok | _turning(left[1], right[1], r_sum, inv_mass)
         accept_prob = sum_accept / num_leaves.clamp(min=1)
         z, log_prob, grad = proposal
         new_state = state._replace(z=z, log_prob=log_prob, grad=grad)
         accepted = (z != z0).any(-1)
-        new_state = self._adapt(new_state, accept_prob)
         return new_state, self._info(accept_prob, accepted, diverged, eps, num_leaves, depth)
 
     def _subtree(self, state, start, step, num_leaves, energy0, active):
@@ -208,9 +226,13 @@ class VectorizedNUTS(HMC):
             z.new_zeros((slots,) + z.shape),  # checkpoint momenta
             z.new_zeros((slots,) + z.shape),  # checkpoint momentum sums
         )
-        leaf_fn = self._compiled_leaf if self._compiled_leaf is not None else self._leaf
+        target = state.target
+        leaf_fn = functools.partial(_leaf, target, self.max_energy_error, len(target.inputs))
+        if self.jit_compile:
+            leaf_fn = target.compiled(f"nuts.leaf.{self.max_energy_error}", leaf_fn)
         for leaf in range(num_leaves):
-            carry = leaf_fn(step, state.inverse_mass, energy0, self._slot_masks(leaf), *carry)
+            masks = _slot_masks(leaf, self.max_tree_depth, z.device)
+            carry = leaf_fn(step, state.inverse_mass, energy0, masks, *target.inputs, *carry)
         z, r, grad, _, turning, diverged, sum_accept, count, log_w, pz, plp, pgrad, r_sum = carry[:13]
         return {
             "last": (z, r, grad),
@@ -223,51 +245,59 @@ class VectorizedNUTS(HMC):
             "num_leaves": count.long(),
         }
 
-    def _slot_masks(self, leaf):
-        """``(2, slots)`` booleans: the checkpoint slot an even leaf is stored in, or the slots whose
-        sub-subtrees an odd leaf closes (see :func:`_leaf_checkpoints`); cached per leaf index."""
-        masks = self._masks.get(leaf)
-        if masks is None:
-            idx_min, idx_max = _leaf_checkpoints(leaf)
-            masks = torch.zeros(2, self.max_tree_depth, dtype=torch.bool, device=self._device)
-            if leaf % 2 == 0:
-                masks[0, idx_max] = True
-            else:
-                masks[1, idx_min : idx_max + 1] = True
-            self._masks[leaf] = masks
-        return masks
 
-    def _leaf(self, step, inverse_mass, energy0, masks, z, r, grad, alive, turning, diverged, sum_accept, count,
-              log_w, pz, plp, pgrad, r_sum, ckpt_r, ckpt_r_sum):
-        """One leaf of a subtree for every chain, as a pure function of tensors (what ``jit_compile`` traces):
-        a leapfrog step, the divergence check, the multinomial draw, and the U-turn checks it closes."""
-        z, r, log_prob, grad = self._leapfrog(z, r, grad, step, inverse_mass)
-        energy = -log_prob + 0.5 * (r * r * inverse_mass).sum(-1)
-        delta = energy - energy0
-        bad = ~torch.isfinite(energy) | (delta > self.max_energy_error)
-        diverged = diverged | (alive & bad)
-        accept = torch.where(bad, torch.zeros_like(delta), (-delta).clamp(max=0.0).exp())
-        sum_accept = sum_accept + torch.where(alive, accept, torch.zeros_like(accept))
-        count = count + alive.to(count.dtype)
-        alive = alive & ~bad
-        leaf_log_w = torch.where(alive, -energy, torch.full_like(energy, -math.inf))
-        new_log_w = torch.logaddexp(log_w, leaf_log_w)
-        take = alive & (torch.rand_like(energy).log() < leaf_log_w - new_log_w)
-        pz = torch.where(take.unsqueeze(-1), z, pz)
-        plp = torch.where(take, log_prob, plp)
-        pgrad = torch.where(take.unsqueeze(-1), grad, pgrad)
-        log_w = torch.where(alive, new_log_w, log_w)
-        r_sum = torch.where(alive.unsqueeze(-1), r_sum + r, r_sum)
-        store, check = masks[0].view(-1, 1, 1), masks[1].view(-1, 1)
-        # every slot at once: the sub-subtree from checkpoint i to this leaf turns?
-        sub_r_sum = r_sum - ckpt_r_sum + ckpt_r
-        turns = self._turning(ckpt_r, r.unsqueeze(0), sub_r_sum, inverse_mass)
-        turning = turning | (alive & (check & turns).any(0))
-        alive = alive & ~turning
-        ckpt_r = torch.where(store, r.unsqueeze(0), ckpt_r)
-        ckpt_r_sum = torch.where(store, r_sum.unsqueeze(0), ckpt_r_sum)
-        return (z, r, grad, alive, turning, diverged, sum_accept, count, log_w, pz, plp, pgrad, r_sum, ckpt_r,
-                ckpt_r_sum)
+
+@functools.lru_cache(maxsize=None)
+def _slot_masks(leaf, slots, device):
+    """``(2, slots)`` booleans: the checkpoint slot an even leaf is stored in, or the slots whose sub-subtrees an
+    odd leaf closes (see :func:`_leaf_checkpoints`); a memo per leaf index, depth and device."""
+    idx_min, idx_max = _leaf_checkpoints(leaf)
+    masks = torch.zeros(2, slots, dtype=torch.bool, device=device)
+    if leaf % 2 == 0:
+        masks[0, idx_max] = True
+    else:
+        masks[1, idx_min : idx_max + 1] = True
+    return masks
+
+
+def _leaf(target, max_energy_error, num_inputs, step, inverse_mass, energy0, masks, *args):
+    """One leaf of a subtree for every chain, as a pure function of tensors (what ``jit_compile`` traces): a
+    leapfrog step, the divergence check, the multinomial draw, and the U-turn checks it closes. ``args`` are the
+    target's inputs, then the carry of :meth:`VectorizedNUTS._subtree`."""
+    inputs, carry = args[:num_inputs], args[num_inputs:]
+    z, r, grad, alive, turning, diverged, sum_accept, count, log_w, pz, plp, pgrad, r_sum, ckpt_r, ckpt_r_sum = carry
+    z, r, log_prob, grad = _leapfrog(target, z, r, grad, step, inverse_mass, *inputs)
+    energy = -log_prob + 0.5 * (r * r * inverse_mass).sum(-1)
+    delta = energy - energy0
+    bad = ~torch.isfinite(energy) | (delta > max_energy_error)
+    diverged = diverged | (alive & bad)
+    accept = torch.where(bad, torch.zeros_like(delta), (-delta).clamp(max=0.0).exp())
+    sum_accept = sum_accept + torch.where(alive, accept, torch.zeros_like(accept))
+    count = count + alive.to(count.dtype)
+    alive = alive & ~bad
+    leaf_log_w = torch.where(alive, -energy, torch.full_like(energy, -math.inf))
+    new_log_w = torch.logaddexp(log_w, leaf_log_w)
+    take = alive & (torch.rand_like(energy).log() < leaf_log_w - new_log_w)
+    pz = torch.where(take.unsqueeze(-1), z, pz)
+    plp = torch.where(take, log_prob, plp)
+    pgrad = torch.where(take.unsqueeze(-1), grad, pgrad)
+    log_w = torch.where(alive, new_log_w, log_w)
+    r_sum = torch.where(alive.unsqueeze(-1), r_sum + r, r_sum)
+    store, check = masks[0].view(-1, 1, 1), masks[1].view(-1, 1)
+    # every slot at once: the sub-subtree from checkpoint i to this leaf turns?
+    sub_r_sum = r_sum - ckpt_r_sum + ckpt_r
+    turns = _turning(ckpt_r, r.unsqueeze(0), sub_r_sum, inverse_mass)
+    turning = turning | (alive & (check & turns).any(0))
+    alive = alive & ~turning
+    ckpt_r = torch.where(store, r.unsqueeze(0), ckpt_r)
+    ckpt_r_sum = torch.where(store, r_sum.unsqueeze(0), ckpt_r_sum)
+    return (z, r, grad, alive, turning, diverged, sum_accept, count, log_w, pz, plp, pgrad, r_sum, ckpt_r,
+            ckpt_r_sum)
+
+
+def _turning(r_left, r_right, r_sum, inverse_mass):
+    # NB: the generalized criterion on velocities M^-1 r, as pyro.infer.mcmc.nuts._is_turning
+    return ((r_left * inverse_mass * r_sum).sum(-1) <= 0) | ((r_right * inverse_mass * r_sum).sum(-1) <= 0)
 
 
 def _rows(mask, like):

@@ -20,6 +20,7 @@ NUM_VISIBLE, NUM_HIDDEN = 16, 4
 
 class _StillState(NamedTuple):
     z: torch.Tensor
+    target: ebm.samplers.Target
 
 
 class Still(ebm.samplers.Sampler):
@@ -28,8 +29,8 @@ class Still(ebm.samplers.Sampler):
 
     supports = "discrete"
 
-    def _init_state(self, z):
-        return _StillState(z)
+    def init_state(self, target, z):
+        return _StillState(z, target)
 
     def step(self, state):
         ones = torch.ones(state.z.shape[0])

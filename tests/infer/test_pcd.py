@@ -123,13 +123,16 @@ def test_reinit_prob_restarts_chains_from_the_data():
     assert bool((restarted | untouched).all())
 
 
-def test_pcd_switches_warmup_adaptation_to_continuous():
+def test_pcd_runs_warmup_adaptation_as_continuous_without_changing_the_sampler():
     hmc = ebm.samplers.HMC()
-    PCD(ebm.models.GaussianEnergy(2), hmc, pyro.optim.Adam({"lr": 0.01}))
-    assert hmc.adapt == "continuous"
+    before = dict(vars(hmc))
+    pcd = PCD(ebm.models.GaussianEnergy(2), hmc, pyro.optim.Adam({"lr": 0.01}), num_chains=8)
+    pcd.step(torch.randn(8, 2))
+    assert pcd.adapt == "continuous" and pcd.adaptation.mode == "continuous"
+    assert vars(hmc) == before  # the user's object is unchanged
     frozen = ebm.samplers.HMC(adapt="none")
-    PCD(ebm.models.GaussianEnergy(2), frozen, pyro.optim.Adam({"lr": 0.01}))
-    assert frozen.adapt == "none"
+    pcd = PCD(ebm.models.GaussianEnergy(2), frozen, pyro.optim.Adam({"lr": 0.01}))
+    assert pcd.adapt == "none" and frozen.adapt == "none"
 
 
 def test_same_seed_same_trained_parameters():

@@ -25,7 +25,7 @@ def test_log_prob_is_the_geometric_mixture_with_one_jacobian():
     ladj = z.sum(-1)
     l1 = ebm.EnergyModel(positive_model).log_density(x)
     for beta in (0.0, 0.3, 1.0):
-        target.set_beta(beta)
+        target = target.at(beta)
         expected = (1 - beta) * base.log_prob(x) + beta * l1 + ladj
         assert torch.allclose(target.log_prob(z), expected, atol=1e-5)
     l0, l1z, g0, g1 = target.components_and_grads(z)
@@ -39,20 +39,32 @@ def test_log_prob_is_the_geometric_mixture_with_one_jacobian():
     assert torch.allclose(g1, expected_g1, atol=1e-4)
 
 
-def test_compiled_target_follows_beta_changed_in_place():
-    # NB: the compiled graph reads beta by reference; a beta baked in at trace time would fail here.
+def test_compiled_target_follows_beta_of_each_temperature():
+    # NB: beta is an input of the compiled graph, shared by the temperatures; a beta baked in at trace time
+    # would fail here. at() leaves the target it was called on as it was.
     pyro.set_rng_seed(0)
     g = ebm.models.GaussianEnergy(3, precision=torch.diag(torch.tensor([1.0, 2.0, 3.0])))
     base = dist.Normal(torch.zeros(3), 2.0, validate_args=False).to_event(1)
-    eager = AnnealedTarget(g, base.log_prob)
-    jit = AnnealedTarget(g, base.log_prob, jit_compile=True)
+    start = AnnealedTarget(g, base.log_prob)
     z = torch.randn(8, 3)
     for beta in (0.0, 0.7, 1.0):
-        eager.set_beta(beta)
-        jit.set_beta(beta)
-        for a, b in zip(jit.log_prob_and_grad(z), eager.log_prob_and_grad(z)):
+        target = start.at(beta)
+        for a, b in zip(target.log_prob_and_grad(z, compiled=True), target.log_prob_and_grad(z)):
             assert torch.allclose(a, b, atol=1e-5)
-    assert jit._compiled.failed is None
+    assert float(start.beta) == 0.0
+    compiled = start.compiled("log_prob_and_grad", None)
+    assert compiled.failed is None and len(compiled._graphs) == 1
+
+
+def test_one_value_of_beta_per_chain():
+    g = ebm.models.GaussianEnergy(2)
+    base = dist.Normal(torch.zeros(2), 2.0, validate_args=False).to_event(1)
+    betas = torch.tensor([0.0, 0.5, 1.0])
+    target = AnnealedTarget(g, base.log_prob, beta=betas)
+    z = torch.randn(3, 2)
+    expected = torch.stack([AnnealedTarget(g, base.log_prob, beta=b).log_prob(z[i : i + 1])[0]
+                            for i, b in enumerate(betas)])
+    assert torch.allclose(target.log_prob(z), expected)
 
 
 def test_gradients_need_continuous_data():

@@ -24,9 +24,9 @@ def _hamiltonian(state, r, lp):
 def test_integrator_is_reversible(float64):
     hmc, state = _gaussian_state(ebm.samplers.HMC(adapt="none", step_size=0.1))
     r = torch.randn_like(state.z)
-    z1, r1, lp1 = hmc._trajectory(state, r, torch.tensor(0.1), 25)
-    back = state._replace(z=z1, log_prob=lp1, grad=hmc._last_grad)
-    z0, r0, _ = hmc._trajectory(back, -r1, torch.tensor(0.1), 25)
+    z1, r1, lp1, grad1 = hmc._trajectory(state, r, torch.tensor(0.1), 25)
+    back = state._replace(z=z1, log_prob=lp1, grad=grad1)
+    z0, r0, _, _ = hmc._trajectory(back, -r1, torch.tensor(0.1), 25)
     assert torch.allclose(z0, state.z, atol=1e-10) and torch.allclose(-r0, r, atol=1e-10)
 
 
@@ -37,7 +37,7 @@ def test_integrator_energy_error_is_second_order(float64):
     h0 = _hamiltonian(state, r, state.log_prob)
     errors = []
     for eps, n in [(0.04, 25), (0.02, 50), (0.01, 100)]:
-        z1, r1, lp1 = hmc._trajectory(state, r, torch.tensor(eps), n)
+        z1, r1, lp1, _ = hmc._trajectory(state, r, torch.tensor(eps), n)
         errors.append(float((_hamiltonian(state, r1, lp1) - h0).abs().max()))
     assert 3.6 < errors[0] / errors[1] < 4.4 and 3.6 < errors[1] / errors[2] < 4.4
 
@@ -171,16 +171,19 @@ def test_continuous_adaptation_tracks_a_moving_target():
         with torch.no_grad():
             model.precision = torch.eye(2)
         hmc = ebm.samplers.HMC(adapt=adapt, num_steps=5)
-        state = hmc.init(model, num_chains=64, warmup_steps=150)
+        state = hmc.init(model, num_chains=64)
+        adaptation = hmc.adaptation(warmup_steps=150)  # NB: the driver's side of the contract
+        state = adaptation.start(state)
         for _ in range(150):
             state, info = hmc.step(state)
+            state = adaptation.update(state, info)
         with torch.no_grad():
             model.precision = 100 * torch.eye(2)
-        lp, grad = hmc.target.log_prob_and_grad(state.z)
-        state = state._replace(log_prob=lp, grad=grad)
+        state = hmc.refresh(state)
         accepts = []
         for _ in range(300):
             state, info = hmc.step(state)
+            state = adaptation.update(state, info)
             accepts.append(float(info.accept_prob.mean()))
         results[adapt] = sum(accepts[-100:]) / 100
     assert abs(results["continuous"] - 0.8) < 0.1

@@ -106,15 +106,20 @@ def test_van_der_corput_sequence():
 def test_chees_learns_and_freezes_its_trajectory_length():
     model, _, _ = anisotropic_gaussian(10)
     kernel = ebm.samplers.ChEESHMC(trajectory_length=0.2)
-    state = kernel.init(model, num_chains=64, warmup_steps=200)
+    state = kernel.init(model, num_chains=64)
+    adaptation = kernel.adaptation(warmup_steps=200)
+    state = adaptation.start(state)
     for _ in range(200):
         state, info = kernel.step(state)
-    learned = kernel.trajectory_length
+        state = adaptation.update(state, info)
+    learned = float(state.log_trajectory_length.exp())
     # the stationary scales are 0.3 .. 3; a trajectory of 0.2 barely moves, so ChEES must lengthen it
     assert learned > 1.0
     for _ in range(20):
         state, info = kernel.step(state)
-    assert kernel.trajectory_length == learned  # frozen after warmup
+        state = adaptation.update(state, info)
+    assert float(state.log_trajectory_length.exp()) == learned  # frozen after warmup
+    assert kernel.trajectory_length == 0.2  # the kernel itself is not changed
     assert int(info.num_steps.max()) >= 1
 
 

@@ -1,10 +1,10 @@
 """``ebm.sample``: run many chains of a sampler on a model, with a progress bar, and keep draws and stats."""
 
-import contextlib
-
 import torch
 from tqdm.auto import tqdm
 
+from pyro_ebm.infer.arviz import az, to_inference_data
+from pyro_ebm.ops.random import seeded
 from pyro_ebm.samplers.base import SampleInfo
 
 
@@ -16,7 +16,7 @@ class Samples:
     :ivar stats: per-step statistics after warmup, each ``(num_chains, num_draws)``: ``accept_prob``,
         ``accepted``, ``divergent``, ``step_size``, ``num_steps`` (and ``tree_depth`` for NUTS).
     :ivar warmup_stats: the same during warmup, ``(num_chains, warmup_steps)``.
-    :ivar sampler: the sampler, with its adapted settings.
+    :ivar sampler: the sampler (as it was given: the adapted step size and mass matrix are in ``last_state``).
     :ivar last_state: the sampler state after the last step, to continue from (``sampler.step(last_state)``).
     """
 
@@ -48,15 +48,11 @@ class Samples:
     def to_inference_data(self):
         """The draws as an :class:`arviz.InferenceData`: ``posterior.x`` with dims (chain, draw, *event) and
         the stats in ``sample_stats`` under ArviZ's names (``diverging``, ``acceptance_rate``, ...)."""
-        from pyro_ebm.diagnostics.arviz import to_inference_data  # NB: diagnostics sit below infer
-
         return to_inference_data(self.x, self.stats)
 
     def summary(self, **kwargs):
         """ArviZ's summary table (mean, sd, HDI, ESS, R-hat) as a pandas DataFrame; ``kwargs`` go to
         :func:`arviz.summary`."""
-        from pyro_ebm.diagnostics.arviz import az
-
         return az.summary(self.to_inference_data(), **kwargs)
 
     def __repr__(self):
@@ -108,17 +104,17 @@ def sample(
     warmup_steps = num_samples if warmup_steps is None else warmup_steps
     if not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
-    with _seeded(seed):
-        if model is None:
-            state = sampler.init(num_chains=num_chains, init=init, warmup_steps=warmup_steps)
-        else:
-            state = sampler.init(model, num_chains=num_chains, init=init, warmup_steps=warmup_steps)
+    with seeded(seed):
+        state = sampler.init(model, num_chains=num_chains, init=init)
+        adaptation = sampler.adaptation(warmup_steps=warmup_steps)  # NB: driven here, between the kernel's steps
+        state = adaptation.start(state)
         total = warmup_steps + num_samples * thin
         draws, kept, warm = [], [], []
         every = max(1, total // 100)
         with tqdm(total=total, disable=None if progress_bar else True, desc="warmup", leave=False) as bar:
             for i in range(total):
                 state, info = sampler.step(state)
+                state = adaptation.update(state, info)
                 if i < warmup_steps:
                     warm.append(info)
                 elif (i - warmup_steps) % thin == thin - 1:
@@ -137,19 +133,3 @@ def _stack(infos):
     # NB: optional stats (a NUTS tree depth) are None for other kernels
     fields = [name for name in SampleInfo._fields if getattr(infos[0], name) is not None]
     return {name: torch.stack([getattr(i, name) for i in infos], 1) for name in fields}
-
-
-@contextlib.contextmanager
-def _seeded(seed, device=None):
-    """Seed torch's random streams for the block only; the global random state is restored afterwards (that of
-    ``device`` too when it is a CUDA device, else of the current CUDA device when there is one)."""
-    if seed is None:
-        yield
-        return
-    if device is not None and device.type == "cuda":
-        devices = [device]
-    else:
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield

@@ -61,7 +61,7 @@ def test_progress_bar_silent_when_asked(capsys):
 
 
 def test_progress_bar_shows_acceptance_and_step_size(monkeypatch):
-    import pyro_ebm.infer.mcmc as sample_module
+    import pyro_ebm.infer.sampling as sample_module
 
     stream = io.StringIO()
     real_tqdm = sample_module.tqdm
@@ -106,22 +106,22 @@ def test_pyro_nuts_warns_for_many_chains():
                    progress_bar=False)
 
 
-RWState = namedtuple("RWState", ["z", "log_prob"])
+RWState = namedtuple("RWState", ["z", "log_prob", "target"])
 
 
 class RandomWalk(ebm.samplers.Sampler):
     """The custom kernel of Sampler's docstring."""
 
-    def _init_state(self, z):
-        return RWState(z, self.target.log_prob(z))
+    def init_state(self, target, z):
+        return RWState(z, target.log_prob(z), target)
 
     def step(self, state):
         proposal = state.z + 0.5 * torch.randn_like(state.z)
-        lp = self.target.log_prob(proposal)
+        lp = state.target.log_prob(proposal)
         accept_prob = (lp - state.log_prob).exp().clamp(max=1).nan_to_num(0.0)
         accepted = torch.rand_like(accept_prob) < accept_prob
         z = torch.where(accepted[:, None], proposal, state.z)
-        new = RWState(z, torch.where(accepted, lp, state.log_prob))
+        new = state._replace(z=z, log_prob=torch.where(accepted, lp, state.log_prob))
         return new, self._info(accept_prob, accepted, ~torch.isfinite(lp), 0.5, 1)
 
 
