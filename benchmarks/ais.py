@@ -63,10 +63,10 @@ def rbm_table(seeds):
     print(f"{'estimator':44s}{'temps':>7s}{'mean |err|':>12s}{'max |err|':>11s}{'mean stderr':>13s}{'s / run':>9s}")
     rows = {}
     for temps in (100, 1000, 10000):
-        runners = [("pyro_ebm AIS (base-rate, sigmoid)", lambda s: _ours(rbm, train, temps, s, False))]
-        runners.append(("pyro_ebm AIS, jit_compile", lambda s: _ours(rbm, train, temps, s, True)))
+        runners = [("pyro_ebm AIS (base-rate, sigmoid)", lambda s, temps=temps: _ours(rbm, train, temps, s, False))]
+        runners.append(("pyro_ebm AIS, jit_compile", lambda s, temps=temps: _ours(rbm, train, temps, s, True)))
         if BBRBM is not None:
-            runners.append(("rbms compute_partition_function_ais", lambda s: _rbms(rbm, temps, s)))
+            runners.append(("rbms compute_partition_function_ais", lambda s, temps=temps: _rbms(rbm, temps, s)))
         for name, run in runners:
             if "jit" in name:
                 run(100)  # NB: compiles (one graph per chain shape) outside the timing

@@ -22,8 +22,8 @@ import time
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import MCMC
 from pyro.infer import HMC as PyroHMC
+from pyro.infer import MCMC
 
 import pyro_ebm
 
@@ -75,20 +75,25 @@ def pyro_ebm_rate(num_chains, steps, *, model=ring, potential_fn=None, adapt=Fal
                                     jit_compile=jit)
     t0 = time.perf_counter()
     if potential_fn is not None:
-        state = hmc.init(potential_fn=potential_fn, num_chains=num_chains, init=init, warmup_steps=steps if adapt else 0)
+        state = hmc.init(potential_fn=potential_fn, num_chains=num_chains, init=init)
     else:
-        state = hmc.init(model, num_chains=num_chains, init=init, warmup_steps=steps if adapt else 0)
+        state = hmc.init(model, num_chains=num_chains, init=init)
+    adaptation = hmc.adaptation(warmup_steps=steps if adapt else 0)
+    state = adaptation.start(state)
     for _ in range(5):
         state, info = hmc.step(state)
+        state = adaptation.update(state, info)
     if jit:
         COMPILE_SECONDS[(model if potential_fn is None else potential_fn, num_chains)] = time.perf_counter() - t0
-        assert hmc._compiled_leapfrog.failed is None, hmc._compiled_leapfrog.failed
+        leapfrog = state.target.compiled("hmc.leapfrog")
+        assert leapfrog.failed is None, leapfrog.failed
 
     def run():
         nonlocal state
         accept = 0.0
         for _ in range(steps):
             state, info = hmc.step(state)
+            state = adaptation.update(state, info)
             accept = accept + info.accept_prob.mean()
         return float(accept) / steps
 

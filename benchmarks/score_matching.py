@@ -5,9 +5,10 @@ side with ebmkit and TorchEBM on the same data, in the same process.
 Data: 4000 exact draws of a 5-D Gaussian with a random covariance. Every trainer fits a Gaussian energy
 1/2 (x - mu)^T L L^T (x - mu) with L lower triangular with a positive (exp) diagonal -- the parameterization of
 Pyro's ``positive_definite`` constraint, which pyro_ebm's ``GaussianEnergy`` uses -- starting from mu = 0,
-L = I, with Adam (lr 0.05, decaying by 0.998 per step), 1500 steps of batch 256, ten seeds (sliced score matching's random projections make one seed's error noisy:
-2.5e-2 against ebmkit's 2.2e-2 on three seeds, 2.24e-2 +- 0.17e-2 against 2.29e-2 +- 0.23e-2 on twelve). Reported: the
-mean (and standard error) of the relative Frobenius error of the learned precision against the sample MLE (the inverse of the data's biased
+L = I, with Adam (lr 0.05, decaying by 0.998 per step), 1500 steps of batch 256, ten seeds (sliced score
+matching's random projections make one seed's error noisy: 2.5e-2 against ebmkit's 2.2e-2 on three seeds,
+2.24e-2 +- 0.17e-2 against 2.29e-2 +- 0.23e-2 on twelve). Reported: the mean (and standard error) of the
+relative Frobenius error of the learned precision against the sample MLE (the inverse of the data's biased
 covariance, which exact and sliced score matching and NCE all estimate), and seconds. Denoising score matching
 (sigma = 0.1) is also compared with its own known target, (S + sigma^2 I)^-1.
 

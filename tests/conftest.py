@@ -2,6 +2,15 @@ import pyro
 import pytest
 import torch
 
+TIERS = ("exact", "statistical", "estimator", "distributed", "notebook", "slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test belongs to a tier (``pytestmark`` of its module, or its own mark)."""
+    missing = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    if missing:
+        raise pytest.UsageError(f"tests without a tier marker {TIERS}: {missing[:5]}")
+
 
 @pytest.fixture(autouse=True)
 def _fresh_state():

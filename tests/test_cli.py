@@ -6,6 +6,8 @@ import pytest
 
 from pyro_ebm import cli
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):

@@ -5,6 +5,8 @@ import torch
 
 from pyro_ebm import datasets
 
+pytestmark = pytest.mark.exact
+
 
 def test_digits_binarized_split():
     d = datasets.load_digits()

@@ -1,3 +1,4 @@
+
 """
 Device discipline, checked on the CPU: while sampling, training and estimating log Z, pyro_ebm creates no tensor
 without a device argument (such a tensor lands on the default device, the CPU, beside a CUDA model's tensors).
@@ -12,11 +13,14 @@ import sys
 
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 import pyro_ebm as ebm
 from pyro_ebm.datasets import load_digits
+
+pytestmark = pytest.mark.exact
 
 FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.rand, torch.randn, torch.randint, torch.tensor,
              torch.arange, torch.linspace, torch.logspace, torch.eye, torch.randperm, torch.scalar_tensor,

@@ -6,6 +6,8 @@ import torch
 
 from pyro_ebm.distributions import Spin, counting_measure, is_improper, lebesgue_measure, spin, support_values
 
+pytestmark = pytest.mark.exact
+
 
 def test_spin_log_prob_normalizes(float64):
     field = torch.randn(5)

@@ -10,6 +10,8 @@ from pyro.distributions import constraints
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.exact
+
 # ---------------------------------------------------------------------------- model forms
 
 

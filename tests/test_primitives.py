@@ -6,6 +6,8 @@ from pyro import poutine
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.exact
+
 
 def test_factor_is_pyro_factor_of_minus_energy():
     energy = torch.tensor([0.5, -1.0, 2.0])

@@ -1,9 +1,13 @@
+
 """The README's quickstart runs as written."""
 
 import pathlib
 import re
 
 import pyro
+import pytest
+
+pytestmark = pytest.mark.slow
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 

@@ -6,6 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.notebook
+
 TUTORIALS = pathlib.Path(__file__).resolve().parents[1] / "tutorials"
 
 #: The notebooks this test runs; a notebook in tutorials/ missing here fails test_every_notebook_is_listed.

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyro_ebm.infer.arviz import az, to_inference_data
 from pyro_ebm.infer.ais import AIS
-from pyro_ebm.infer.estimates import log_likelihood
+from pyro_ebm.infer.arviz import az, to_inference_data
 from pyro_ebm.infer.discrete import pseudo_log_likelihood
+from pyro_ebm.infer.estimates import log_likelihood
 from pyro_ebm.ops.annealing import log_mean_exp
 
 #: The columns of :attr:`TrainingMonitor.history`, in order.
@@ -204,7 +204,8 @@ class TrainingMonitor:
         with torch.no_grad():
             if chains is not None and obj.last_batch is not None:
                 batch = model.check_data(obj.last_batch)
-                row["energy_gap"] = float(model.energy(batch, validate=False).mean() - model.energy(chains, validate=False).mean())
+                gap = model.energy(batch, validate=False).mean() - model.energy(chains, validate=False).mean()
+                row["energy_gap"] = float(gap)
             if info is not None:
                 row["accept_prob"] = float(info.accept_prob.mean())
                 row["step_size"] = float(info.step_size.mean())

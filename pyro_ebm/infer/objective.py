@@ -82,7 +82,7 @@ class TrainingObjective(ABC):
         """The differentiable surrogate loss on ``batch`` (a scalar tensor), with the batch validated."""
         return self._loss(batch, *self._inputs(batch))
 
-    def _prepare(self, batch):
+    def _prepare(self, batch):  # noqa: B027 -- an optional hook, empty by default
         """Work before the loss with parameters held fixed (default: none)."""
 
     def step(self, batch):

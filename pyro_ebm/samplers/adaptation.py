@@ -14,7 +14,6 @@ import torch
 from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.welford import WelfordCovariance
 
-
 #: Fewest steps of step-size adaptation after the last mass-matrix window.
 MIN_TERM_BUFFER = 20
 

@@ -260,8 +260,8 @@ class _PyroRun:
         info = self.stats[-1]
         return OrderedDict(
             [
-                ("step size", "{:.2e}".format(float(info.step_size.mean()))),
-                ("acc. prob", "{:.3f}".format(float(info.accept_prob.mean()))),
+                ("step size", f"{float(info.step_size.mean()):.2e}"),
+                ("acc. prob", f"{float(info.accept_prob.mean()):.3f}"),
             ]
         )
 

@@ -102,11 +102,13 @@ class ChEESHMC(HMC):
 
     def adaptation(self, *, warmup_steps=0, mode=None, adapt_mass_matrix=None):
         mode = self.adapt if mode is None else mode
+        if adapt_mass_matrix is None:
+            adapt_mass_matrix = self.adapt_mass_matrix
         return ChEESAdaptation(self, warmup_steps=warmup_steps, mode=mode, target_accept_prob=self.target_accept_prob,
-                               adapt_mass_matrix=self.adapt_mass_matrix if adapt_mass_matrix is None else adapt_mass_matrix)
+                               adapt_mass_matrix=adapt_mass_matrix)
 
     def step(self, state):
-        z, n = state.z, state.z.shape[0]
+        n = state.z.shape[0]
         iteration = state.iteration + 1
         u = _van_der_corput(iteration)
         eps = state.step_size.expand(n)

@@ -145,8 +145,10 @@ class HMC(Sampler):
 
     def adaptation(self, *, warmup_steps=0, mode=None, adapt_mass_matrix=None):
         mode = self.adapt if mode is None else mode
+        if adapt_mass_matrix is None:
+            adapt_mass_matrix = self.adapt_mass_matrix
         return HMCAdaptation(self, warmup_steps=warmup_steps, mode=mode, target_accept_prob=self.target_accept_prob,
-                             adapt_mass_matrix=self.adapt_mass_matrix if adapt_mass_matrix is None else adapt_mass_matrix, per_chain=self.per_chain)
+                             adapt_mass_matrix=adapt_mass_matrix, per_chain=self.per_chain)
 
     # ---------------------------------------------------------------- dynamics
 

@@ -247,7 +247,7 @@ class VectorizedNUTS(HMC):
 
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _slot_masks(leaf, slots, device):
     """``(2, slots)`` booleans: the checkpoint slot an even leaf is stored in, or the slots whose sub-subtrees an
     odd leaf closes (see :func:`_leaf_checkpoints`); a memo per leaf index, depth and device."""

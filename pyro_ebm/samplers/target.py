@@ -136,14 +136,17 @@ class Target:
             (grad,) = torch.autograd.grad(value.sum(), z)
         return value.detach(), grad
 
-    def compiled(self, name, fn):
+    def compiled(self, name, fn=None):
         """
         ``fn`` traced and compiled (:class:`~pyro_ebm.ops.jit.CompiledFunction`), once per name for this target and
         the tempered copies it shares its family with. ``fn`` must take its tensors (the target's :attr:`inputs`
-        among them) as arguments. A memo: the compiled function computes what ``fn`` does.
+        among them) as arguments. A memo: the compiled function computes what ``fn`` does. Without ``fn``, the
+        compiled function made earlier under ``name`` (a ``KeyError`` when there is none).
         """
         cache = self._family["compiled"]
         if name not in cache:
+            if fn is None:
+                raise KeyError(f"no function was compiled under the name {name!r} for {self!r}")
             cache[name] = CompiledFunction(fn, key_fn=param_store_key)
         return cache[name]
 

@@ -11,6 +11,8 @@ import pyro_ebm as ebm
 from pyro_ebm.datasets import load_digits
 from pyro_ebm.diagnostics import COLUMNS, TrainingMonitor, plots
 
+pytestmark = pytest.mark.estimator
+
 matplotlib.use("Agg")
 
 

@@ -22,6 +22,8 @@ import pyro_ebm as ebm
 from pyro_ebm.datasets import load_digits
 from pyro_ebm.ops import annealing_schedule, effective_sample_size, log_mean_exp, log_mean_exp_stderr
 
+pytestmark = pytest.mark.estimator
+
 K = 4.0  # standard errors allowed (see the module docstring)
 
 
@@ -177,7 +179,7 @@ def trained_rbm():
     rbm = ebm.models.RBM(64, 12, name="ais_test_rbm")
     cd = ebm.infer.CD(rbm, ebm.samplers.BlockGibbs(), pyro.optim.SGD({"lr": 0.1}), k=1)
     train = data.train.float()
-    for i in range(150):
+    for _ in range(150):
         cd.step(train[torch.randint(len(train), (50,))])
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     return rbm, params, train
@@ -306,6 +308,7 @@ def test_a_reused_ais_object_follows_the_models_parameters(trained_rbm):
     assert ok, msg
 
 
+@pytest.mark.slow
 def test_rbm_path_jit_compile_equals_eager(trained_rbm):
     rbm, params, train = trained_rbm
     restore(params)

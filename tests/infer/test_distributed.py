@@ -14,6 +14,8 @@ import torch.multiprocessing as mp
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.distributed
+
 WORLD = 2
 NUM_VISIBLE, NUM_HIDDEN = 16, 4
 

@@ -8,6 +8,8 @@ import torch
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.exact
+
 
 def test_user_program_on_binary_data(float64):
     a = torch.randn(5)

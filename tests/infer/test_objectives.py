@@ -19,6 +19,8 @@ from pyro_ebm.infer import (
     pseudo_log_likelihood,
 )
 
+pytestmark = pytest.mark.estimator
+
 # ---------------------------------------------------------------------------- continuous: a 5-D Gaussian
 
 
@@ -266,8 +268,8 @@ def test_jit_compile_gives_the_eager_updates(case, float64):
                                 jit_compile=jit)
         losses = [obj.step(batch) for batch in data.split(10)]
         if jit:
-            # NB: the fused update (loss, gradients and Adam's step in one graph) ran from the second step on
-            assert obj._params is not None and obj._fused_update_fn.failed is None and obj._fused_update_fn._graphs
+            # NB: the compiled loss and gradients ran from the second step on
+            assert obj._params is not None and obj._compiled.failed is None and obj._compiled._graphs
         return losses, [p.detach().clone() for _, p in sorted(pyro.get_param_store().named_parameters())]
 
     (eager_losses, eager_params), (jit_losses, jit_params) = train(False), train(True)

@@ -9,6 +9,8 @@ from pyro.infer import MCMC
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.statistical
+
 
 def test_samples_shapes_stats_and_thinning():
     s = ebm.sample(ebm.models.GaussianEnergy(3), ebm.samplers.HMC(), num_chains=6, num_samples=10, warmup_steps=20,

@@ -6,12 +6,15 @@ import torch
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.exact
+
 
 @pytest.mark.parametrize("make, data", [
     (lambda: ebm.models.GaussianEnergy(3, precision=torch.diag(torch.tensor([1.0, 2.0, 3.0]))),
      lambda: torch.randn(7, 3)),
     (lambda: ebm.models.RBM(6, 3, init_scale=1.0), lambda: (torch.rand(7, 6) < 0.5).double()),
-    (lambda: ebm.models.IsingModel(5, couplings=(lambda a: 0.3 * (a + a.T))(torch.randn(5, 5)).fill_diagonal_(0), fields=torch.randn(5)),
+    (lambda: ebm.models.IsingModel(5, couplings=(lambda a: 0.3 * (a + a.T))(torch.randn(5, 5)).fill_diagonal_(0),
+                                   fields=torch.randn(5)),
      lambda: torch.randint(0, 2, (7, 5)).double() * 2 - 1),
     (lambda: ebm.models.MLPEnergy(2, hidden=(8,)), lambda: torch.randn(7, 2)),
 ], ids=["gaussian", "rbm", "ising", "mlp"])

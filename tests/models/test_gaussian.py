@@ -7,6 +7,8 @@ import torch
 import pyro_ebm as ebm
 from pyro_ebm.ops import log_partition_by_quadrature
 
+pytestmark = pytest.mark.exact
+
 PRECISION = torch.tensor([[2.0, 0.9], [0.9, 1.5]])
 LOC = torch.tensor([0.7, -1.2])
 

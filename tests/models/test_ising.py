@@ -7,6 +7,8 @@ import torch
 import pyro_ebm as ebm
 from pyro_ebm.models import lattice_couplings
 
+pytestmark = pytest.mark.exact
+
 
 def _random_ising(n):
     j = torch.randn(n, n) * 0.5

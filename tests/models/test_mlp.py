@@ -6,6 +6,8 @@ import torch
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.exact
+
 
 def test_log_density_is_normal_base_minus_network(float64):
     m = ebm.models.MLPEnergy(3, hidden=(8, 8), base_scale=2.0)

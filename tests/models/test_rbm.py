@@ -6,6 +6,8 @@ import torch
 
 import pyro_ebm as ebm
 
+pytestmark = pytest.mark.exact
+
 
 def _all_binary(n):
     return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)))

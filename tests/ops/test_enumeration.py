@@ -6,6 +6,8 @@ import torch
 
 from pyro_ebm.ops import configurations, log_partition_by_enumeration, num_configurations
 
+pytestmark = pytest.mark.exact
+
 
 @pytest.mark.parametrize("values", [(0.0, 1.0), (-1.0, 1.0), (0.0, 1.0, 2.0)])
 def test_configurations_lists_every_state_once(values):

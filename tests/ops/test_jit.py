@@ -12,6 +12,8 @@ import pyro_ebm as ebm
 from pyro_ebm.ops.jit import CompiledFunction, param_store_key, value_and_grad
 from pyro_ebm.samplers.target import Target
 
+pytestmark = pytest.mark.exact
+
 
 def ring(x=None):
     x = pyro.sample("x", dist.Normal(0.0, 3.0).expand([2]).to_event(1), obs=x)

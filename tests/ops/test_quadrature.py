@@ -5,6 +5,8 @@ import torch
 
 from pyro_ebm.ops import grid, log_partition_by_quadrature
 
+pytestmark = pytest.mark.exact
+
 
 def test_grid_midpoints_and_cell():
     points, cell = grid([0.0, -1.0], [1.0, 1.0], 4)

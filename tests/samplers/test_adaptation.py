@@ -1,6 +1,10 @@
+
+import pytest
 import torch
 
 from pyro_ebm.samplers import DiagonalMassMatrixAdapter, StepSizeAdapter, adaptation_windows, find_reasonable_step_size
+
+pytestmark = pytest.mark.exact
 
 
 def test_windows_follow_stan():

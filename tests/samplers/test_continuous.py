@@ -15,6 +15,8 @@ from tests.samplers.helpers import (
     ring_radial_moments,
 )
 
+pytestmark = pytest.mark.statistical
+
 KERNELS = {
     "hmc": lambda: ebm.samplers.HMC(),
     "hmc_per_chain": lambda: ebm.samplers.HMC(per_chain=True, trajectory_length=1.5),

@@ -8,6 +8,8 @@ import torch
 import pyro_ebm as ebm
 from tests.samplers.helpers import assert_expectation
 
+pytestmark = pytest.mark.statistical
+
 
 def _small_rbm():
     torch.manual_seed(0)

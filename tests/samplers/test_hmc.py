@@ -10,6 +10,8 @@ import torch
 import pyro_ebm as ebm
 from pyro_ebm.samplers import HMCState
 
+pytestmark = pytest.mark.exact
+
 
 def _gaussian_state(sampler, num_chains=16, dim=3):
     model = ebm.models.GaussianEnergy(dim, precision=torch.diag(torch.arange(1.0, dim + 1)))

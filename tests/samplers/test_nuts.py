@@ -14,6 +14,8 @@ from pyro_ebm.samplers.chees import _van_der_corput
 from pyro_ebm.samplers.nuts import _leaf_checkpoints
 from tests.samplers.helpers import GAMMA_MEAN, GAMMA_VAR, anisotropic_gaussian, assert_expectation, gamma_model
 
+pytestmark = pytest.mark.statistical
+
 
 @pytest.fixture(autouse=True)
 def clean():
@@ -83,6 +85,7 @@ def correlated(x=None):
     ebm.factor("quadratic", -dist.MultivariateNormal(torch.zeros(2), cov).log_prob(x))
 
 
+@pytest.mark.slow
 def test_one_vectorized_chain_agrees_with_pyros_nuts():
     # Two-sample test of the stationary moments: one chain of each, 1500 draws. The difference of the means of
     # x_0, x_1, x_0^2, x_1^2 and x_0 x_1 is compared with 5 standard errors of the difference,
@@ -138,6 +141,7 @@ def test_chees_in_pcd_and_ais():
     assert all(math.isfinite(v) for v in losses)
 
 
+@pytest.mark.slow
 def test_ess_per_gradient_within_a_factor_of_pyros_nuts():
     # 100-D Gaussian, standard deviations 1 .. 10 (condition number 100). ESS per gradient evaluation, with every
     # vectorized chain charged for the deepest tree of each iteration (2^max depth - 1 leapfrog steps), against
