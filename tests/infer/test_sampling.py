@@ -132,3 +132,64 @@ def test_custom_kernel_from_the_docstring_runs():
         s = ebm.sample(ebm.models.GaussianEnergy(1), RandomWalk(), num_chains=128, num_samples=300, seed=0,
                        progress_bar=False)
     assert abs(float(s.x.var()) - 1.0) < 0.2
+
+
+def _snapshot(obj):
+    return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in vars(obj).items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a
+    )
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ebm.samplers.HMC(),
+    lambda: ebm.samplers.ChEESHMC(),
+    lambda: ebm.samplers.NUTS(vectorized=True, max_tree_depth=4),
+    lambda: ebm.samplers.MALA(),
+])
+def test_drivers_leave_the_users_sampler_unchanged(make):
+    # ebm.sample, PCD, AIS (pilot and run) and log_partition_ratio adapt through their own adaptation objects and
+    # the chains' states; the kernel object a user passed in is left exactly as it was.
+    import pyro.distributions as dist
+
+    g = ebm.models.GaussianEnergy(2)
+    sampler = make()
+    before = _snapshot(sampler)
+    ebm.sample(g, sampler, num_chains=8, num_samples=20, seed=0, progress_bar=False)
+    assert _same(_snapshot(sampler), before)
+    pcd = ebm.infer.PCD(g, sampler, pyro.optim.Adam({"lr": 0.01}), num_chains=8)
+    for _ in range(3):
+        pcd.step(torch.randn(8, 2))
+    assert _same(_snapshot(sampler), before)
+    base = dist.Normal(torch.zeros(2), 2.0).to_event(1)
+    ebm.infer.AIS(g, sampler, num_chains=8, num_steps=10, base=base, seed=0, pilot_steps=5,
+                  progress_bar=False).run()
+    assert _same(_snapshot(sampler), before)
+    ebm.infer.log_partition_ratio(g, ebm.models.GaussianEnergy(2), init=torch.randn(8, 2), sampler=sampler,
+                                  num_chains=8, num_steps=10, burn_in=2, pilot_steps=5, seed=0, progress_bar=False)
+    assert _same(_snapshot(sampler), before)
+
+
+def test_one_kernel_serves_chains_on_several_targets():
+    # A pure kernel: stepping states of two temperatures in turn with one kernel object gives, from the same
+    # random numbers, what two kernel objects give.
+    import pyro.distributions as dist
+
+    g = ebm.models.GaussianEnergy(2)
+    base = dist.Normal(torch.zeros(2), 2.0, validate_args=False).to_event(1)
+    path = ebm.samplers.AnnealedTarget(g, base.log_prob)
+    z = torch.randn(16, 2)
+
+    def run(kernels):
+        torch.manual_seed(1)
+        states = [k.init_state(path.at(beta), z) for k, beta in zip(kernels, (0.3, 0.9))]
+        for _ in range(10):
+            states = [k.step(s)[0] for k, s in zip(kernels, states)]
+        return torch.stack([s.z for s in states])
+
+    shared = ebm.samplers.HMC(step_size=0.3, num_steps=3, adapt="none")
+    assert torch.equal(run([shared, shared]), run([ebm.samplers.HMC(step_size=0.3, num_steps=3, adapt="none")
+                                                   for _ in range(2)]))
