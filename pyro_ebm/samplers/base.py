@@ -106,7 +106,7 @@ class Sampler(MCMCKernel):
 
     # ---------------------------------------------------------------- functional API
 
-    def init(self, model=None, *, num_chains=None, init=None, potential_fn=None):
+    def init(self, model=None, *, num_chains=None, init=None, potential_fn=None, warmup_steps=None):
         """
         Start ``num_chains`` chains.
 
@@ -117,6 +117,12 @@ class Sampler(MCMCKernel):
         :param callable potential_fn: an energy function instead of a model.
         :returns: the initial state.
         """
+        if warmup_steps is not None:
+            raise TypeError(
+                "warmup is not part of a kernel's state: drive its adaptation, "
+                "adaptation = sampler.adaptation(warmup_steps=...); state = adaptation.start(state); then "
+                "state = adaptation.update(state, info) after each step (or use ebm.sample(..., warmup_steps=...))"
+            )
         if model is None and potential_fn is None:
             model, potential_fn = self.model, self.potential_fn
         if model is None and potential_fn is None:

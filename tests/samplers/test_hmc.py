@@ -282,3 +282,8 @@ def test_improper_uniform_base_starts_uniformly_in_unconstrained_space():
     assert bool((state.z.abs() < 2).all())  # uniform in (-2, 2) before the exp transform
     x = hmc.to_data(state)
     assert bool((x > 0).all())
+
+
+def test_warmup_in_init_points_to_the_adaptation_object():
+    with pytest.raises(TypeError, match=r"sampler.adaptation\(warmup_steps"):
+        ebm.samplers.HMC().init(ebm.models.GaussianEnergy(2), num_chains=4, warmup_steps=10)
