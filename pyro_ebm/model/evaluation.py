@@ -14,7 +14,7 @@ from pyro.ops.contract import contract_to_tensor
 from pyro.ops.packed import unpack
 from pyro.poutine.indep_messenger import IndepMessenger
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.util import site_is_subsample
 from pyro.util import check_site_shape
 from torch.distributions import constraints
 
@@ -176,7 +176,7 @@ def _trace(fn, x, *, batch_plate=False, pass_data=True):
 
 
 def _sample_sites(tr):
-    return [s for s in tr.nodes.values() if s["type"] == "sample" and not isinstance(s["fn"], _Subsample)]
+    return [s for s in tr.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
 def _is_factor(site):
@@ -185,7 +185,7 @@ def _is_factor(site):
 
 def _is_ignored(site):
     """Plate subsample sites and ``pyro.deterministic`` sites carry no density."""
-    return isinstance(site["fn"], _Subsample) or bool(site["infer"].get("_deterministic"))
+    return site_is_subsample(site) or bool(site["infer"].get("_deterministic"))
 
 
 def _latent_message(site):
