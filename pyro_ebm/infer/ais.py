@@ -227,7 +227,7 @@ class AIS:
             empty = p.new_zeros((0, rbm.num_visible))
             a = (empty, logits, p.new_zeros(0))
             log_z0 = float(F.softplus(logits.double()).sum())
-            return RBMPath(a, (rbm.weight, rbm.visible_bias, rbm.hidden_bias), log_z0, jit_compile=self.jit_compile)
+            return RBMPath(a, _rbm_params(rbm), log_z0, jit_compile=self.jit_compile)
         if use_block_gibbs and self.sampler is not None:
             raise ValueError("BlockGibbs transitions in AIS need an independent Bernoulli base (or base=None)")
         base = default_base(m, data) if self.base is None else event_distribution(self.base, m)
@@ -339,9 +339,7 @@ def log_partition_ratio(
             if x0.shape[0] != num_chains:
                 x0 = x0[torch.randint(x0.shape[0], (num_chains,), device=x0.device)]
         if rbm_a is not None and rbm_b is not None and (sampler is None or isinstance(sampler, BlockGibbs)):
-            params_a = (rbm_a.weight, rbm_a.visible_bias, rbm_a.hidden_bias)
-            params_b = (rbm_b.weight, rbm_b.visible_bias, rbm_b.hidden_bias)
-            path = RBMPath(params_a, params_b, 0.0, jit_compile=jit_compile)
+            path = RBMPath(_rbm_params(rbm_a), _rbm_params(rbm_b), 0.0, jit_compile=jit_compile)
         else:
             if sampler is None:
                 sampler = Gibbs() if b.is_discrete else HMC(num_steps=10, jit_compile=jit_compile)
@@ -362,3 +360,7 @@ def log_partition_ratio(
 
 def _rbm(model):
     return model.model if isinstance(model.model, RBM) else None
+
+
+def _rbm_params(rbm):
+    return rbm.weight, rbm.visible_bias, rbm.hidden_bias

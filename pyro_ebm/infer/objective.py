@@ -197,16 +197,18 @@ class TrainingObjective(ABC):
         self._broadcast_done = False
         return self
 
-    @contextlib.contextmanager
     def _errors_reach_every_process(self, batch, step):
         """
         Under :meth:`data_parallel`, an error in any process (a non-finite loss, data outside the support) is
         raised there and a :class:`TrainingError` in all the others, so that none waits forever in the next
-        collective. Without data parallelism, nothing.
+        collective. Without data parallelism, nothing (a ``nullcontext``: no generator on every update).
         """
         if self.process_group is None:
-            yield
-            return
+            return contextlib.nullcontext()
+        return self._collective_errors(batch, step)
+
+    @contextlib.contextmanager
+    def _collective_errors(self, batch, step):
         import torch.distributed as dist
 
         error = None

@@ -26,12 +26,13 @@ def is_tracing():
 
 
 def value_and_grad(fn):
-    """``z -> (fn(z), d sum(fn(z)) / dz)``, both detached, for a batched ``fn: (B, ...) -> (B,)``."""
+    """``(z, *args) -> (fn(z, *args), d sum(fn(z, *args)) / dz)``, both detached, for a batched
+    ``fn: (B, ...) -> (B,)`` (``args``: further tensors it reads, held fixed)."""
 
-    def value_and_grad_fn(z):
+    def value_and_grad_fn(z, *args):
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
-            value = fn(z)
+            value = fn(z, *args)
             (grad,) = torch.autograd.grad(value.sum(), z)
         return value.detach(), grad
 

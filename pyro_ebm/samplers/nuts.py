@@ -24,7 +24,8 @@ class NUTSState(NamedTuple):
     :ivar z: positions ``(num_chains, D)`` in the sampler's (unconstrained) space.
     :ivar kernels: one :class:`pyro.infer.mcmc.NUTS` per chain. NB: Pyro's kernels keep their trees' and their
         adaptation's state on themselves; they belong to this state alone, and a step advances them in place.
-    :ivar warmup_steps: the warmup given to Pyro's kernels (by :meth:`NUTS.adaptation`).
+    :ivar warmup_steps: the warmup Pyro's kernels were set up for (by :meth:`NUTS.adaptation`, or 0 at the first
+        step without one); ``None`` before they are set up.
     :ivar target: the :class:`~pyro_ebm.samplers.Target`.
     """
 
@@ -71,12 +72,11 @@ class NUTS(Sampler):
             )
         counter = [0]
         kernels = []
-        for c in range(num_chains):
+        for _ in range(num_chains):
             kernel = PyroNUTS(potential_fn=functools.partial(_chain_potential, target, counter), **self.kwargs)
-            kernel.initial_params = {"z": z[c].clone()}
             kernel.evaluations = counter  # NB: Pyro evaluates the potential once per gradient (leapfrog step)
             kernels.append(kernel)
-        return _setup(NUTSState(z.clone(), kernels, 0, target), 0)
+        return NUTSState(z.clone(), kernels, None, target)  # NB: set up once, by the adaptation or the first step
 
     def adaptation(self, *, warmup_steps=0, mode=None, adapt_mass_matrix=None):
         """Pyro's kernels adapt themselves (step size and mass matrix during ``warmup_steps``): the adaptation
@@ -84,6 +84,8 @@ class NUTS(Sampler):
         return _PyroNUTSAdaptation(warmup_steps)
 
     def step(self, state):
+        if state.warmup_steps is None:  # no adaptation object set Pyro's kernels up: no warmup
+            state = _setup(state, 0)
         rows, accept, divergent, step_sizes, evaluations = [], [], [], [], []
         for c, kernel in enumerate(state.kernels):
             mean_before, divergences = kernel._mean_accept_prob, len(kernel._divergences)
@@ -127,7 +129,7 @@ class _PyroNUTSAdaptation(NoAdaptation):
         self.warmup_steps = warmup_steps
 
     def start(self, state):
-        return _setup(state, self.warmup_steps) if self.warmup_steps else state
+        return _setup(state, self.warmup_steps)
 
 
 class VectorizedNUTS(HMC):

@@ -4,7 +4,7 @@ import torch
 
 from pyro_ebm.distributions import is_real
 from pyro_ebm.model import as_energy_model
-from pyro_ebm.ops.jit import CompiledFunction, param_store_key
+from pyro_ebm.ops.jit import CompiledFunction, param_store_key, value_and_grad
 
 
 class Target:
@@ -51,6 +51,7 @@ class Target:
         self.dim = self.event_shape.numel()
         # NB: shared by the copies a tempered target makes of itself: compiled functions take `inputs` explicitly
         self._family = {"compiled": {}, "unit_mass": {}}
+        self._log_prob_and_grad = value_and_grad(self.log_prob_fn)  # NB: `inputs` are arguments: shared by copies
 
     #: Tensors the log density reads besides the chains (none for a plain target).
     inputs = ()
@@ -128,13 +129,6 @@ class Target:
         (:meth:`compiled`)."""
         fn = self.compiled("log_prob_and_grad", self._log_prob_and_grad) if compiled else self._log_prob_and_grad
         return fn(z, *self.inputs)
-
-    def _log_prob_and_grad(self, z, *inputs):
-        with torch.enable_grad():
-            z = z.detach().requires_grad_(True)
-            value = self.log_prob_fn(z, *inputs)
-            (grad,) = torch.autograd.grad(value.sum(), z)
-        return value.detach(), grad
 
     def compiled(self, name, fn=None):
         """
