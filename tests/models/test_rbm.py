@@ -103,3 +103,13 @@ def test_same_seed_same_initialization():
     torch.manual_seed(3)
     b = ebm.models.RBM(5, 3)
     assert torch.equal(a.weight, b.weight)
+
+
+def test_tempered_free_energy_sums_the_hidden_units_out(float64):
+    # F_beta(v) = -log sum_h exp(-beta E(v, h)), for one beta and for one beta per row (as per-chain tempering)
+    rbm = _tiny_rbm()
+    v, h = _all_binary(5), _all_binary(3)
+    for beta in (0.3, torch.linspace(0.1, 1.0, v.shape[0]).unsqueeze(-1)):
+        joint = -beta * rbm.energy(v.unsqueeze(1), h.unsqueeze(0))  # (V states, H states)
+        assert torch.allclose(rbm.free_energy(v, beta), -torch.logsumexp(joint, 1), atol=1e-10)
+    assert torch.allclose(rbm.free_energy(v, 1.0), rbm.free_energy(v), atol=1e-12)
