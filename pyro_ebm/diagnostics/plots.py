@@ -1,7 +1,7 @@
 """
-Plots for energy-based models, each returning a matplotlib :class:`~matplotlib.figure.Figure`: negative samples and
-RBM filters as images, 2-D densities with data and samples, training curves, AIS diagnostics, and ArviZ trace and
-rank plots of chains.
+Plots for energy-based models, each returning a matplotlib :class:`~matplotlib.figure.Figure`: negative samples (as
+images, a 2-D scatter or per-coordinate histograms, whichever fits the data) and RBM filters as images, 2-D densities
+with data and samples, training curves, AIS diagnostics, and ArviZ trace and rank plots of chains.
 
 Figures are built without pyplot (no global state; they render with the Agg backend and show in notebooks),
 except the ArviZ plots, which ArviZ draws through pyplot.
@@ -16,7 +16,17 @@ from matplotlib.figure import Figure
 
 from pyro_ebm.infer.arviz import az, to_inference_data
 
-__all__ = ["plot_ais", "plot_chains", "plot_density_2d", "plot_filters", "plot_samples", "plot_training"]
+__all__ = [
+    "plot_ais",
+    "plot_chains",
+    "plot_density_2d",
+    "plot_filters",
+    "plot_histograms",
+    "plot_negative_samples",
+    "plot_samples",
+    "plot_scatter_2d",
+    "plot_training",
+]
 
 
 def _numpy(x):
@@ -55,14 +65,106 @@ def plot_samples(x, *, image_shape=None, ncols=None, title="negative samples"):
     """
     A grid of samples shown as images (e.g. ``pcd.chains`` of an RBM on 8x8 digits).
 
-    :param x: ``(n, *event_shape)``; a 1-D event is reshaped to ``image_shape`` (default: a square).
+    :param x: ``(n, dim)``, ``(n, rows, cols)`` or ``(n, channels, rows, cols)`` with 1, 3 (RGB) or 4 (RGBA)
+        channels; a 1-D event is reshaped to ``image_shape`` (default: a square). Color images are scaled to
+        [0, 1] together (one scale for the whole grid).
     """
     x = _numpy(x)
     if x.ndim == 2:
         x = x.reshape((x.shape[0],) + _image_shape(x.shape[1], image_shape))
+    elif x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    elif x.ndim == 4 and x.shape[1] in (3, 4):
+        lo, hi = np.nanmin(x), np.nanmax(x)
+        # NB: imshow clips float color images outside [0, 1]; one scale keeps the samples comparable
+        x = np.moveaxis((x - lo) / (hi - lo if hi > lo else 1.0), 1, -1)
     elif x.ndim != 3:
-        raise ValueError(f"samples must be (n, dim) or (n, rows, cols), got shape {x.shape}")
+        raise ValueError(
+            f"samples must be (n, dim), (n, rows, cols) or (n, channels, rows, cols) with 1, 3 or 4 channels, "
+            f"got shape {x.shape}"
+        )
     return _grid(x, ncols, title)
+
+
+def plot_scatter_2d(x, *, data=None, title="negative samples"):
+    """
+    Samples of a 2-D model as a scatter plot (e.g. ``pcd.chains`` on the ring), with ``data`` overlaid when given.
+
+    :param x: ``(n, 2)``.
+    """
+    s = _numpy(x)
+    if s.ndim != 2 or s.shape[1] != 2:
+        raise ValueError(f"plot_scatter_2d needs points of shape (n, 2), got {s.shape}")
+    fig = Figure(figsize=(4.5, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    if data is not None:
+        d = _numpy(data)
+        ax.scatter(d[:, 0], d[:, 1], s=3, c="0.6", alpha=0.5, label="data")
+    ax.scatter(s[:, 0], s[:, 1], s=5, c="C3", alpha=0.7, label="samples")
+    if data is not None:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x[0]")
+    ax.set_ylabel("x[1]")
+    ax.set_title(title)
+    return fig
+
+
+def plot_histograms(x, *, max_dims=9, bins=30, ncols=3, title="negative samples"):
+    """
+    Per-coordinate histograms of samples, one panel for each of the first ``max_dims`` coordinates of the
+    flattened event (for data that are neither images nor 2-D).
+
+    :param x: ``(n, *event_shape)``, or ``(n,)`` for a scalar event.
+    """
+    s = _numpy(x)
+    if s.ndim < 1 or s.shape[0] < 1:
+        raise ValueError(f"samples must be (n, *event_shape) with n >= 1, got shape {s.shape}")
+    s = s.reshape(s.shape[0], -1)
+    k = min(max_dims, s.shape[1])
+    ncols = min(ncols, k)
+    nrows = math.ceil(k / ncols)
+    fig = Figure(figsize=(3.0 * ncols, 2.4 * nrows + 0.4), layout="constrained")
+    for i in range(k):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        values = s[:, i][np.isfinite(s[:, i])]
+        ax.hist(values, bins=bins, color="C0")
+        ax.set_title(f"x[{i}]", fontsize=9)
+    shown = f" (first {k} of {s.shape[1]} coordinates)" if k < s.shape[1] else ""
+    fig.suptitle(title + shown, fontsize=10)
+    return fig
+
+
+def _is_image(event_shape):
+    """Whether samples of this event shape read as images: ``(rows, cols)``, ``(channels, rows, cols)`` with 1, 3
+    or 4 channels, or a flat vector whose length is a perfect square of at least 16 (8x8 digits, 28x28 MNIST)."""
+    event_shape = tuple(event_shape)
+    if len(event_shape) == 1:
+        side = math.isqrt(event_shape[0])
+        return event_shape[0] >= 16 and side * side == event_shape[0]
+    if len(event_shape) == 2:
+        return min(event_shape) >= 2
+    return len(event_shape) == 3 and event_shape[0] in (1, 3, 4) and min(event_shape[1:]) >= 2
+
+
+def plot_negative_samples(x, *, data=None, max_images=64, title="negative samples"):
+    """
+    Samples (e.g. the negative chains) in the figure that fits their shape: an image grid (:func:`plot_samples`,
+    the first ``max_images``) for image-shaped events (``(rows, cols)``, ``(channels, rows, cols)``, or a flat
+    vector whose length is a perfect square of at least 16, e.g. 64 or 784), a scatter (:func:`plot_scatter_2d`,
+    with ``data`` overlaid) for 2-D events, and per-coordinate histograms (:func:`plot_histograms`) otherwise.
+
+    :param x: ``(n, *event_shape)``.
+    """
+    x = torch.as_tensor(x)
+    if x.dim() < 1:
+        raise ValueError(f"samples must be (n, *event_shape), got shape {tuple(x.shape)}")
+    event_shape = tuple(x.shape[1:])
+    if event_shape == (2,):
+        return plot_scatter_2d(x, data=data, title=title)
+    if _is_image(event_shape):
+        return plot_samples(x[:max_images], title=title)
+    return plot_histograms(x, title=title)
 
 
 def plot_filters(weight, *, image_shape=None, ncols=None, title="filters"):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pyro_ebm.infer.estimates import LogPartitionEstimate
-from pyro_ebm.infer.paths import RBMPath, SamplerPath, pilot_step_sizes
+from pyro_ebm.infer.paths import RBMPath, SamplerPath, StepSizeSchedule, pilot_step_sizes
 from pyro_ebm.infer.reference import (
     base_rate_logits,
     bernoulli_logits_of,
@@ -23,7 +23,9 @@ from pyro_ebm.infer.reference import (
 from pyro_ebm.model import as_energy_model
 from pyro_ebm.models.rbm import RBM
 from pyro_ebm.ops.annealing import annealing_schedule
-from pyro_ebm.ops.random import seeded
+from pyro_ebm.ops.interrupts import deferred_interrupt
+from pyro_ebm.ops.random import _check_seed, seeded
+from pyro_ebm.ops.state import check_plain, clone, get_rng_state, set_rng_state
 from pyro_ebm.samplers import HMC, AnnealedTarget, BlockGibbs, Gibbs, Sampler
 
 logger = logging.getLogger("pyro_ebm")
@@ -76,8 +78,14 @@ class AIS:
 
     Example::
 
-        >>> result = ebm.infer.AIS(rbm, num_chains=500, num_steps=1000, data=train).run()  # doctest: +SKIP
-        >>> result.log_partition, result.stderr, result.ess  # doctest: +SKIP
+        >>> rbm, train = ebm.models.RBM(64, 16), ebm.datasets.load_digits().train
+        >>> result = ebm.infer.AIS(rbm, num_chains=500, num_steps=1000, data=train, seed=0).run()
+        >>> result  # doctest: +ELLIPSIS
+        LogPartitionEstimate(ais: log Z = ... +- ..., ESS ... / 500)
+        >>> result.log_partition, result.stderr, result.ess  # doctest: +ELLIPSIS
+        (tensor(..., dtype=torch.float64), tensor(..., dtype=torch.float64), tensor(..., dtype=torch.float64))
+        >>> bool(abs(result.log_partition - rbm.log_partition()) < 3 * result.stderr + 0.01)  # exact: enumeration
+        True
     """
 
     def __init__(
@@ -99,10 +107,11 @@ class AIS:
         progress_bar=True,
         distributed=False,
     ):
-        if not isinstance(num_chains, int) or num_chains < 1:
-            raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
-        if not isinstance(transitions, int) or transitions < 1:
-            raise ValueError(f"transitions must be a positive int, got {transitions!r}")
+        _check_ints(num_chains=num_chains, transitions=transitions, pilot_temperatures=pilot_temperatures)
+        _check_ints(low=0, pilot_steps=pilot_steps)
+        if pilot_chains is not None:
+            _check_ints(pilot_chains=pilot_chains)
+        _check_seed(seed)
         if sampler is not None and not isinstance(sampler, Sampler):
             raise TypeError(f"sampler must be an ebm.samplers kernel, got {type(sampler).__name__}")
         self.model = as_energy_model(model)
@@ -119,6 +128,7 @@ class AIS:
         self.jit_compile = jit_compile
         self.progress_bar = progress_bar
         self.distributed = distributed
+        self._progress = None  # a run stopped by Ctrl-C (see resume)
 
     @property
     def num_steps(self):
@@ -130,18 +140,129 @@ class AIS:
         """
         Forward AIS from the base to the model.
 
+        **Ctrl-C** stops the run between two temperatures and raises ``KeyboardInterrupt``; the AIS object keeps
+        the run (:meth:`state_dict`), and :meth:`resume` finishes it with the result of the run never stopped.
+
         :param torch.Tensor reverse_from: optional samples of the model ``(n, *event_shape)`` (exact ones, or
             the data as an approximation) to also run reverse AIS from; the result's :meth:`~LogPartitionEstimate.bounds`
             then gives the sandwich.
         :rtype: LogPartitionEstimate
         """
+        self._progress = None
         with seeded(self._process_seed(), self._device()):
             path = self._build_path()
             x = self._initial(path, self.num_chains)
-            result = self._gather(_anneal(path, x, self.betas, self.transitions, "ais", self.progress_bar))
-            if reverse_from is not None:
-                result.reverse = self._gather(self._reverse(path, reverse_from))
-        return result
+            reverse = None if reverse_from is None else self.model.check_data(reverse_from)
+            job = {"stage": "ais", "path": path, "x": x, "run": None, "reverse_from": reverse, "forward": None}
+            return self._continue(job)
+
+    def run_reverse(self, samples):
+        r"""
+        Reverse AIS from ``samples`` of the model back to the base: :math:`\log Z \approx \log Z_0 - \log
+        \frac1n \sum_i w^{rev}_i`, a stochastic upper bound when ``samples`` are exact draws of the model
+        (bidirectional Monte Carlo, Grosse et al. 2015). Started from held-out data instead, it is the
+        reverse-annealing estimate of RAISE (Burda et al. 2015), conservative in the same direction only as far
+        as the data look like model samples. Ctrl-C and :meth:`resume` as in :meth:`run`.
+
+        :param torch.Tensor samples: ``(n, *event_shape)``; ``n`` chains are run.
+        :rtype: LogPartitionEstimate
+        """
+        self._progress = None
+        with seeded(self._process_seed(), self._device()):
+            x = self.model.check_data(samples)
+            job = {"stage": "reverse_ais", "path": self._build_path(), "x": x, "run": None, "reverse_from": None,
+                   "forward": None}
+            return self._continue(job)
+
+    def resume(self):
+        """
+        Finish the run that Ctrl-C stopped (in this process, or loaded with :meth:`load_state_dict` into an
+        ``AIS`` made with the same arguments on the same model): it goes on from the temperature it stopped at,
+        with the same step sizes and random state, so the result equals that of the run never stopped.
+
+        :rtype: LogPartitionEstimate
+        """
+        job = self._progress
+        if job is None:
+            raise ValueError("AIS.resume(): there is no stopped run to resume (none was interrupted, or it finished)")
+        devices = [self._device()] if self._device() is not None and self._device().type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if job["path"] is None:  # NB: loaded from a state dict: the same path, with the stopped run's step sizes
+                job["path"] = self._build_path(step_sizes=job.pop("step_sizes"))
+            return self._continue(job)
+
+    @property
+    def stopped(self):
+        """Whether a run was stopped by Ctrl-C (and can be finished by :meth:`resume`)."""
+        return self._progress is not None
+
+    def state_dict(self):
+        """
+        The stopped run (``None`` if there is none), in PyTorch's manner (tensors and plain values, for
+        ``torch.save`` and ``torch.load(weights_only=True)``): its stage (forward or reverse), the temperature
+        reached, the chains' sampler state, the log weights and acceptance so far, the frozen step sizes, the
+        random state, and a pending reverse run or a finished forward one.
+        """
+        job = self._progress
+        if job is None:
+            return {"progress": None, "num_chains": self.num_chains, "num_steps": self.num_steps}
+        run, path = job["run"], job["path"]
+        step_sizes = job.get("step_sizes")
+        if path is not None:
+            schedule = getattr(path, "step_sizes", None)
+            step_sizes = None if schedule is None else schedule.state_dict()
+        progress = {
+            "stage": job["stage"],
+            "step_sizes": step_sizes,
+            "reverse_from": job["reverse_from"],
+            "forward": None if job["forward"] is None else job["forward"].state_dict(),
+            "run": dict(run, state=_path_state_dict(path, run["state"]), accept=list(run["accept"])),
+        }
+        return check_plain(clone({"progress": progress, "num_chains": self.num_chains, "num_steps": self.num_steps}),
+                           "AIS.state_dict()")
+
+    def load_state_dict(self, state_dict):
+        """Take over a stopped run saved by :meth:`state_dict`; :meth:`resume` finishes it."""
+        for key in ("num_chains", "num_steps"):
+            if state_dict[key] != getattr(self, key):
+                raise ValueError(f"AIS.load_state_dict: the run was saved with {key}={state_dict[key]}, this AIS has "
+                                 f"{getattr(self, key)}")
+        progress = state_dict["progress"]
+        if progress is None:
+            self._progress = None
+            return
+        forward = progress["forward"]
+        self._progress = {
+            "stage": progress["stage"], "path": None, "x": None, "step_sizes": progress["step_sizes"],
+            "run": dict(progress["run"]), "reverse_from": progress["reverse_from"],
+            "forward": None if forward is None else LogPartitionEstimate.from_state_dict(forward),
+        }
+
+    def _continue(self, job):
+        """Run the stages left in ``job`` (forward, then a pending reverse run); on Ctrl-C keep it and raise."""
+        while True:
+            stage = job["stage"]
+            betas = self.betas if stage == "ais" else self.betas.flip(0)
+            try:
+                result = _anneal(job["path"], betas, self.transitions, stage, self.progress_bar, x=job["x"],
+                                 run=job["run"])
+            except _Stopped as stopped:
+                job["run"] = stopped.run
+                self._progress = job
+                raise KeyboardInterrupt(
+                    f"AIS ({stage.replace('_', ' ')}) stopped at temperature {stopped.run['t'] - 1} of "
+                    f"{self.num_steps}: ais.resume() finishes the run (ais.state_dict() saves it)"
+                ) from None
+            result = self._gather(result)
+            job["run"] = None
+            if stage == "ais" and job["reverse_from"] is not None:
+                job.update(stage="reverse_ais", x=job["reverse_from"], reverse_from=None, forward=result)
+                continue
+            if job["forward"] is not None:
+                job["forward"].reverse = result
+                result = job["forward"]
+            self._progress = None
+            return result
 
     def _process_seed(self):
         """This process's seed: ``seed + rank`` when sharded (``seed`` drawn on rank 0 and shared when None)."""
@@ -180,24 +301,6 @@ class AIS:
         )
         return gathered
 
-    def run_reverse(self, samples):
-        """
-        Reverse AIS from ``samples`` of the model back to the base: :math:`\\log Z \\approx \\log Z_0 - \\log
-        \\frac1n \\sum_i w^{rev}_i`, a stochastic upper bound when ``samples`` are exact draws of the model
-        (bidirectional Monte Carlo, Grosse et al. 2015). Started from held-out data instead, it is the
-        reverse-annealing estimate of RAISE (Burda et al. 2015), conservative in the same direction only as far
-        as the data look like model samples.
-
-        :param torch.Tensor samples: ``(n, *event_shape)``; ``n`` chains are run.
-        :rtype: LogPartitionEstimate
-        """
-        with seeded(self._process_seed(), self._device()):
-            return self._gather(self._reverse(self._build_path(), samples))
-
-    def _reverse(self, path, samples):
-        x = self.model.check_data(samples)
-        return _anneal(path, x, self.betas.flip(0), self.transitions, "reverse_ais", self.progress_bar)
-
     # ------------------------------------------------------------------ set-up
 
     def _device(self):
@@ -209,7 +312,7 @@ class AIS:
             raise ValueError("the start of this path has no exact sampler")
         return x
 
-    def _build_path(self):
+    def _build_path(self, step_sizes=None):
         """The annealing path for the model's current parameters (built for each run: a model trained further
         between runs must not be annealed with stale parameters or step sizes)."""
         m = self.model
@@ -243,28 +346,59 @@ class AIS:
             return m.check_data(x)  # NB: a base that leaves the model's support is named here
 
         path = SamplerPath(target, sampler, initial, log_z0=0.0)
-        if isinstance(sampler, HMC):  # NB: kernels that adapt a step size get a frozen, pilot-tuned schedule
+        if step_sizes is not None:  # NB: a resumed run keeps the schedule of the run that was stopped
+            path.step_sizes = StepSizeSchedule.from_state_dict(step_sizes)
+        elif isinstance(sampler, HMC):  # NB: kernels that adapt a step size get a frozen, pilot-tuned schedule
             path.step_sizes = pilot_step_sizes(path, self.betas, self.pilot_chains, self.pilot_steps,
                                                 self.pilot_temperatures)
         return path
 
 
-def _anneal(path, x, betas, transitions, method, progress_bar):
-    """Run ``path`` along ``betas`` from chains ``x`` (draws at ``betas[0]``): the log weights and stats."""
+class _Stopped(Exception):
+    """Ctrl-C between two temperatures of :func:`_anneal`; ``run`` is where it stopped."""
+
+    def __init__(self, run):
+        super().__init__("stopped")
+        self.run = run
+
+
+def _anneal(path, betas, transitions, method, progress_bar, *, x=None, run=None):
+    """
+    Run ``path`` along ``betas`` from chains ``x`` (draws at ``betas[0]``), or on from ``run`` (a stopped run:
+    the next temperature ``t``, the path's state, log weights, acceptance so far, random state and seconds): the
+    log weights and stats. A Ctrl-C stops it between two temperatures, raising :class:`_Stopped`.
+    """
     t0 = time.perf_counter()
-    betas = betas.to(x.device)
-    n = x.shape[0]
-    log_w = torch.zeros(n, dtype=torch.float64, device=x.device)
-    accept = []
-    state = path.init_state(x, betas[0])  # NB: no adaptation object: the transitions stay frozen
-    for t in tqdm(range(1, betas.shape[0]), desc=method.replace("_", " "), disable=None if progress_bar else True,
-                  leave=False):
-        beta_prev, beta_next = betas[t - 1], betas[t]
-        state, increment, acc = path.step(state, beta_prev, beta_next)
-        log_w = log_w + increment
-        for _ in range(transitions - 1):
-            state, _, acc = path.step(state, beta_next, beta_next)
-        accept.append(acc.mean() if acc is not None else log_w.new_ones(()))
+    if run is None:
+        betas = betas.to(x.device)
+        log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        accept, start, seconds = [], 1, 0.0
+        state = path.init_state(x, betas[0])  # NB: no adaptation object: the transitions stay frozen
+    else:
+        log_w = run["log_w"]
+        betas = betas.to(log_w.device)
+        accept, start, seconds = list(run["accept"]), run["t"], run["seconds"]
+        state = run["state"]
+        if isinstance(state, dict):  # NB: from a state dict: the path's state rebuilt at the temperature reached
+            state = _load_path_state(path, state, betas[start - 1])
+        set_rng_state(run["rng"])
+    n = log_w.shape[0]
+    with (
+        tqdm(total=betas.shape[0] - 1, initial=start - 1, desc=method.replace("_", " "),
+             disable=None if progress_bar else True, leave=False) as bar,
+        deferred_interrupt() as interrupt,
+    ):
+        for t in range(start, betas.shape[0]):
+            if interrupt.requested:
+                raise _Stopped({"t": t, "state": state, "log_w": log_w, "accept": accept,
+                                "rng": get_rng_state(log_w.device), "seconds": seconds + time.perf_counter() - t0})
+            beta_prev, beta_next = betas[t - 1], betas[t]
+            state, increment, acc = path.step(state, beta_prev, beta_next)
+            log_w = log_w + increment
+            for _ in range(transitions - 1):
+                state, _, acc = path.step(state, beta_next, beta_next)
+            accept.append(acc.mean() if acc is not None else log_w.new_ones(()))
+            bar.update(1)
     bad = ~torch.isfinite(log_w)
     if bool(bad.any()):
         raise ValueError(
@@ -279,8 +413,31 @@ def _anneal(path, x, betas, transitions, method, progress_bar):
         betas=betas,
         accept_prob=torch.stack(accept).double(),
         samples=path.data(state).detach(),
-        seconds=time.perf_counter() - t0,
+        seconds=seconds + time.perf_counter() - t0,
     )
+
+
+def _path_state_dict(path, state):
+    """A path's state as tensors: the chains in the data's space and, for a sampler path, the sampler state."""
+    if isinstance(state, dict):  # NB: loaded and not resumed yet
+        return state
+    if isinstance(path, SamplerPath):
+        return {"x": path.data(state).detach(), "sampler_state": state.state_dict()}
+    return {"x": state.detach()}
+
+
+def _load_path_state(path, saved, beta):
+    if "sampler_state" not in saved:
+        return saved["x"]
+    return path.init_state(saved["x"], beta).load_state_dict(saved["sampler_state"])
+
+
+def _check_ints(low=1, **values):
+    """Raise a ``ValueError`` naming the first of ``values`` that is not an int >= ``low`` (bools refused)."""
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            kind = "a positive int" if low == 1 else "a non-negative int" if low == 0 else f"an int >= {low}"
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
 def log_partition_bounds(model, samples, **ais_kwargs):
@@ -320,6 +477,9 @@ def log_partition_ratio(
 
     :returns: a :class:`LogPartitionEstimate` whose ``log_partition`` is the log ratio.
     """
+    _check_ints(num_chains=num_chains, pilot_temperatures=pilot_temperatures)
+    _check_ints(low=0, burn_in=burn_in, pilot_steps=pilot_steps)
+    _check_seed(seed)
     a, b = as_energy_model(model_a), as_energy_model(model_b)
     if b.event_shape != a.event_shape or str(a.support) != str(b.support):
         raise ValueError(
@@ -354,7 +514,7 @@ def log_partition_ratio(
         for _ in range(burn_in):
             state, _, _ = path.step(state, zero[0], zero[0])
         x = path.data(state)
-        result = _anneal(path, x, betas, 1, "ais_ratio", progress_bar)
+        result = _anneal(path, betas, 1, "ais_ratio", progress_bar, x=x)
     return result
 
 

@@ -58,7 +58,7 @@ def to_inference_data(x, stats=None, *, var_name="x"):
 def ais_to_inference_data(result, *, var_name="x"):
     """
     An AIS or importance-sampling run (:class:`~pyro_ebm.infer.LogPartitionEstimate`) as an
-    :class:`arviz.InferenceData`: the final chains in ``posterior`` with dims (chain, draw=1, *event), each AIS
+    :class:`arviz.InferenceData`: the final chains in ``posterior`` with dims ``(chain, draw=1, *event)``, each AIS
     chain being one ArviZ chain; ``log_weight`` in ``sample_stats``; and, for AIS, ``beta`` and the mean
     ``acceptance_rate`` at each temperature in ``constant_data`` (dim ``temperature``).
     """

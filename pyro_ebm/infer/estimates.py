@@ -2,6 +2,7 @@
 log-likelihoods they give."""
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -81,6 +82,26 @@ class LogPartitionEstimate:
             )
         return LogPartitionBounds(float(self.log_partition), float(self.reverse.log_partition))
 
+    def state_dict(self):
+        """The estimate as tensors and plain values (for ``torch.save`` and ``torch.load(weights_only=True)``);
+        :meth:`from_state_dict` rebuilds it, with its attached reverse run."""
+        return {
+            "log_weights": self.log_weights, "method": self.method, "log_partition_base": self.log_partition_base,
+            "correction": self.correction, "betas": self.betas, "accept_prob": self.accept_prob,
+            "samples": self.samples, "seconds": self.seconds,
+            "reverse": None if self.reverse is None else self.reverse.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state_dict):
+        """The estimate saved by :meth:`state_dict`."""
+        state = dict(state_dict)
+        reverse = state.pop("reverse")
+        log_weights = state.pop("log_weights")
+        estimate = cls(log_weights, **state)
+        estimate.reverse = None if reverse is None else cls.from_state_dict(reverse)
+        return estimate
+
     def to_inference_data(self):
         """
         The run as an :class:`arviz.InferenceData`: the final chains in ``posterior`` (one draw per AIS chain),
@@ -111,13 +132,25 @@ def log_likelihood(model, data, log_partition):
     Mean log-likelihood per example, :math:`\frac1N \sum_n \log \tilde p(x_n) - \log Z`, with its standard error
     combining the spread over the data and the error of :math:`\log Z`.
 
-    :param log_partition: a :class:`LogPartitionEstimate` (its ``stderr`` is used), or a number / tensor taken as
-        exact (e.g. ``rbm.log_partition()``).
+    :param log_partition: a :class:`LogPartitionEstimate` (its ``stderr`` is used), or a number / 0-d tensor taken
+        as exact (e.g. ``rbm.log_partition()``).
     :rtype: LogLikelihood
     """
+    if not isinstance(log_partition, LogPartitionEstimate):
+        if torch.is_tensor(log_partition):
+            ok = log_partition.dim() == 0 and log_partition.dtype != torch.bool and not log_partition.is_complex()
+            got = f"a tensor of shape {tuple(log_partition.shape)} and dtype {log_partition.dtype}"
+        else:
+            ok = isinstance(log_partition, numbers.Real) and not isinstance(log_partition, bool)
+            got = f"{log_partition!r} ({type(log_partition).__name__})"
+        if not ok:
+            hint = ": pass one of its ends (.lower or .upper)" if isinstance(log_partition, LogPartitionBounds) else ""
+            raise TypeError(f"log_partition must be a LogPartitionEstimate, a number or a 0-d tensor, got {got}{hint}")
+        if not math.isfinite(float(log_partition)):
+            raise ValueError(f"log_partition must be finite, got {float(log_partition)}")
     m = as_energy_model(model)
     with torch.no_grad():
-        lp = m.log_density(data).double()
+        lp = m.log_density(m.check_data(data)).double()  # NB: check_data refuses an empty batch (a NaN mean)
     if isinstance(log_partition, LogPartitionEstimate):
         log_z, z_err = float(log_partition.log_partition), float(log_partition.stderr)
     else:

@@ -58,6 +58,7 @@ class NCE(TrainingObjective):
         self.noise = noise
         self.noise_ratio = noise_ratio
         self._param_name = f"nce_{next(_counter)}.log_partition"
+        self._noise_data = None  # the first batch, when the default noise was fitted to it (for checkpoints)
 
     @property
     def log_partition(self):
@@ -71,6 +72,7 @@ class NCE(TrainingObjective):
         batch = m.check_data(batch)
         if self.noise is None:
             self.noise = self._default_noise(batch)
+            self._noise_data = batch.detach().clone()
         event = tuple(m.event_shape)
         if tuple(self.noise.batch_shape) + tuple(self.noise.event_shape) != event:
             raise ValueError(
@@ -83,6 +85,29 @@ class NCE(TrainingObjective):
             log_w = m.log_density(y) - self.noise.log_prob(y).to(batch.dtype)
             log_z = torch.logsumexp(log_w, 0) - math.log(len(log_w))
         pyro.param(self._param_name, log_z.detach().clone())
+
+    # ------------------------------------------------------------------ snapshots and checkpoints
+
+    def _own_params(self):
+        return {"log_partition": self._param_name}
+
+    def _progress(self):
+        return self.noise, self._noise_data, self._param_name in pyro.get_param_store()
+
+    def _load_progress(self, progress):
+        self.noise, self._noise_data, existed = progress
+        store = pyro.get_param_store()
+        if not existed and self._param_name in store:  # NB: a failed first update had just made it
+            del store[self._param_name]
+
+    def _progress_state_dict(self):
+        """The data the default noise was fitted to (``None`` for a noise given to the constructor)."""
+        return {"noise_data": self._noise_data}
+
+    def _load_progress_state_dict(self, state):
+        self._noise_data = state["noise_data"]
+        if self._noise_data is not None:
+            self.noise = self._default_noise(self.model.check_data(self._noise_data))
 
     def _default_noise(self, batch):
         m = self.model

@@ -9,12 +9,14 @@ from pyro import poutine
 from pyro.infer.util import zero_grads
 
 from pyro_ebm.model import as_energy_model
+from pyro_ebm.model.validation import _check_has_values
 from pyro_ebm.ops.jit import CompiledFunction, param_store_key
+from pyro_ebm.ops.state import check_plain, clone, get_rng_state, set_rng_state
 
 
 class TrainingError(RuntimeError):
-    """A training step went wrong (non-finite loss, every chain divergent); the parameters are those of the
-    last good step."""
+    """A training step went wrong (a non-finite loss, gradient or updated parameter; every chain divergent). The
+    message says which; the parameters, optimizer state and chains are those of the last good step."""
 
 
 class TrainingObjective(ABC):
@@ -68,6 +70,7 @@ class TrainingObjective(ABC):
         self.last_loss = None
         self.last_batch = None
         self._params = None  # (param store key, parameters) found by the last eager step, for the compiled loss
+        self._param_names = []  # the param store names of the parameters of the last update, in its order
         self._compiled = CompiledFunction(self._compiled_loss_and_grads, key_fn=param_store_key) if jit_compile else None
 
     @abstractmethod
@@ -80,6 +83,7 @@ class TrainingObjective(ABC):
 
     def loss(self, batch):
         """The differentiable surrogate loss on ``batch`` (a scalar tensor), with the batch validated."""
+        _check_has_values(batch, "batch")  # NB: an empty batch would give a NaN loss, or fail inside torch
         return self._loss(batch, *self._inputs(batch))
 
     def _prepare(self, batch):  # noqa: B027 -- an optional hook, empty by default
@@ -89,6 +93,13 @@ class TrainingObjective(ABC):
         """
         One update: :meth:`_prepare` (e.g. the negative phase), the loss and its gradients, one optimizer step.
 
+        The update is all or nothing. Whatever goes wrong inside it -- a non-finite loss, gradient or updated
+        parameter (:class:`TrainingError`, naming which), bad data, an error in the model or in the monitor, a
+        ``KeyboardInterrupt`` -- the parameters, the optimizer's state, the persistent state (PCD's chains and
+        their adaptation), the counters and torch's random state are put back exactly as they were after the last
+        good update (the monitor records an update whole or not at all), so the object can go on, or be saved with
+        :meth:`state_dict`. After a Ctrl-C, :attr:`num_updates` is the number of updates that were applied.
+
         :param torch.Tensor batch: data ``(batch_size, *event_shape)``.
         :returns: the loss before the update.
         :rtype: float
@@ -96,17 +107,25 @@ class TrainingObjective(ABC):
         step = self.num_updates + 1
         if self.monitor is not None and hasattr(self.monitor, "before_update"):
             self.monitor.before_update(self)  # NB: reads the parameters before this update (and nothing it changes)
-        with self._errors_reach_every_process(batch, step):
-            self._prepare(batch)
-            loss, params = self._loss_and_gradients(batch, step)
-        if self.process_group is not None:
-            loss, params = self._average_gradients(batch, step, loss, params)
-        self.optim(params)
-        zero_grads(params)
-        self.num_updates = step
-        self.last_loss, self.last_batch = float(loss), batch
-        if self.monitor is not None:
-            self.monitor.update(self)
+        saved, parameters = self._snapshot(), None
+        try:
+            with self._errors_reach_every_process(batch, step):
+                _check_has_values(batch, "batch")  # NB: before the negative phase reads it; no host sync
+                self._prepare(batch)
+                loss, params = self._loss_and_gradients(batch, step)
+            if self.process_group is not None:
+                loss, params = self._average_gradients(batch, step, loss, params)
+            parameters = _save_parameters(self.optim, params)
+            self._apply(loss, params, step, parameters)
+            self.num_updates = step
+            self.last_loss, self.last_batch = float(loss), batch
+            if self.monitor is not None:
+                self.monitor.update(self)  # NB: inside: an interrupted monitor undoes the update it did not record
+        except BaseException:
+            if parameters is not None:
+                _restore_parameters(self.optim, parameters)
+            self._restore(saved)
+            raise
         return self.last_loss
 
     def _loss_and_gradients(self, batch, step):
@@ -115,56 +134,211 @@ class TrainingObjective(ABC):
 
         NB: the first update runs the model with Pyro's validation (shapes, finite energies, each site named);
         later ones check the batch's shape and support without running the model, and a non-finite loss is still
-        caught. Running validated every step cost 2x on a 5-D Gaussian. After the first update, with
-        ``jit_compile=True``, the compiled loss and gradients replace the eager ones while the param store keeps
-        the same tensors.
+        caught (by :meth:`_apply`). Running validated every step cost 2x on a 5-D Gaussian. After the first
+        update, with ``jit_compile=True``, the compiled loss and gradients replace the eager ones while the param
+        store keeps the same tensors.
         """
         validate = self.num_updates == 0
         if not validate:
             batch = self.model.check_data(batch)
         if not validate and self._params is not None and self._params[0] == param_store_key():
             params = self._params[1]
-            loss, finite, *grads = self._compiled(batch, *self._inputs(batch))
-            if not bool(finite):  # NB: one host sync for the loss and every gradient
-                self._raise_non_finite(loss, step)
+            loss, *grads = self._compiled(batch, *self._inputs(batch))
             for p, g in zip(params, grads):
                 p.grad = g
-            return loss, set(params)
+            return loss, list(params)
         with poutine.trace(param_only=True) as param_capture:
             loss = self._loss(batch, *self._inputs(batch), validate=validate)
-        params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+        params = list({site["value"].unconstrained(): None for site in param_capture.trace.nodes.values()})
         if not params:
             raise TrainingError(f"{type(self).__name__}: the model has no parameters to train")
         loss.backward()
-        # NB: one host sync for the loss and every gradient (a NaN loss only makes NaN gradients, zeroed below)
-        if not bool(_all_finite(loss.detach(), [p.grad for p in params if p.grad is not None])):
-            zero_grads(params)
-            self._raise_non_finite(loss, step)
         if self.jit_compile and self._compiled.failed is None:
             self._params = (param_store_key(), tuple(params))
         return loss.detach(), params
 
+    def _apply(self, loss, params, step, saved):
+        """
+        The optimizer's step on ``params``, kept only if the loss, every gradient and every updated parameter are
+        finite (one host sync for all of them); otherwise the parameters and the optimizer's state are put back
+        from ``saved`` (:func:`_save_parameters`) and a :class:`TrainingError` says which was not finite. On any
+        other exception (a ``KeyboardInterrupt`` half-way through the parameters) :meth:`step` puts them back. The
+        gradients are zeroed in every case.
+        """
+        try:
+            self.optim(params)
+            grads = [p.grad for p in params if p.grad is not None]
+            finite = bool(_all_finite(loss, grads + list(params)))
+            problem = None if finite else self._non_finite_quantity(loss, params)
+            if problem is not None:
+                _restore_parameters(self.optim, saved)  # NB: first, so the message reads the last good model
+                raise self._non_finite_error(problem, step)
+            self._param_names = [pyro.get_param_store().param_name(p) for p in params]
+        finally:
+            zero_grads(set(params))
+
+    def _non_finite_quantity(self, loss, params):
+        """Which of the loss, the gradients and the updated parameters is not finite, in words."""
+        loss = loss.detach()
+        if not bool(torch.isfinite(loss).all()):
+            return f"the {type(self).__name__} loss is {float(loss)}"
+        names = pyro.get_param_store()
+        for p in params:
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                return (f"the gradient of the {type(self).__name__} loss in parameter {names.param_name(p)!r} is not "
+                        f"finite ({int((~torch.isfinite(p.grad)).sum())} of {p.grad.numel()} entries)")
+        bad = [names.param_name(p) for p in params if not bool(torch.isfinite(p).all())]
+        return (f"the optimizer's update made parameter(s) {bad} non-finite (the loss and gradients were finite: "
+                "the learning rate is probably too large)")
+
+    def _non_finite_error(self, problem, step):
+        """The :class:`TrainingError` of update ``step`` for ``problem`` (read with the parameters put back)."""
+        kept = ("as they were before it" if step == 1 else f"those of step {step - 1}")
+        hint = " Lower the learning rate, add an energy regularizer, or check the data." if "loss is" in problem else ""
+        return TrainingError(
+            f"step {step}: {problem}{self._non_finite_detail()}; the parameters, optimizer state and chains are "
+            f"{kept}.{hint}"
+        )
+
+    def _non_finite_detail(self):
+        """More about a non-finite loss, for the error message (PCD: how many chains have a non-finite energy)."""
+        return ""
+
+    # ------------------------------------------------------------------ snapshots and checkpoints
+
+    def _snapshot(self):
+        """What an update may change besides the parameters and the optimizer (those are saved by
+        :func:`_save_parameters`): the counters, torch's random state, the compiled loss's parameters, and
+        :meth:`_progress`."""
+        counters = (self.num_updates, self.last_loss, self.last_batch)
+        return counters, get_rng_state(self._device()), self._params, self._param_names, self._progress()
+
+    def _restore(self, saved):
+        counters, rng, self._params, self._param_names, progress = saved
+        self.num_updates, self.last_loss, self.last_batch = counters
+        set_rng_state(rng)
+        self._load_progress(progress)
+
+    def _progress(self):
+        """The persistent state a subclass keeps between updates, as a value that :meth:`_load_progress` puts
+        back (default: none). Tensors that an update replaces rather than changes in place need no copy."""
+        return None
+
+    def _load_progress(self, progress):  # noqa: B027 -- an optional hook, empty by default
+        """Put back :meth:`_progress`."""
+
+    def _device(self):
+        m = self.model
+        return m._example.device if m._structure is not None else None
+
     def _compiled_loss_and_grads(self, batch, *inputs):
-        """The loss (unvalidated), whether it and its gradients are finite, and the gradients in the parameters
-        found by the last eager step: what ``jit_compile=True`` traces."""
+        """The loss (unvalidated) and its gradients in the parameters found by the last eager step: what
+        ``jit_compile=True`` traces."""
         params = self._params[1]
         with torch.enable_grad():
             loss = self._loss(batch, *inputs, validate=False)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))
-        return (loss.detach(), _all_finite(loss, grads)) + grads
+        return (loss.detach(),) + grads
 
-    def _raise_non_finite(self, loss, step):
-        loss = loss.detach()
-        if not bool(torch.isfinite(loss)):
-            raise TrainingError(
-                f"step {step}: the {type(self).__name__} loss is {float(loss)}; parameters are kept from step "
-                f"{step - 1}. Lower the learning rate, add an energy regularizer, or check the data."
-            )
-        raise TrainingError(
-            f"step {step}: non-finite gradient of the {type(self).__name__} loss; parameters are kept from step "
-            f"{step - 1}."
-        )
+    def state_dict(self):
+        """
+        A checkpoint of the training in PyTorch's manner: a dict of tensors and plain values, for ``torch.save``
+        and ``torch.load(weights_only=True)``. It holds the parameters the updates train (their unconstrained
+        values, by Pyro param store name), the ``pyro.optim`` optimizer's state for them, the counters
+        (:attr:`num_updates`), the last loss and batch, torch's random state, and each subclass's persistent
+        state (PCD: the chains, the sampler's state and its adaptation). Taken between updates it is always
+        that of a complete update (:meth:`step` is all or nothing).
+
+        Resume, in this process or a new one: build the same model, optimizer and training object, then
+        ``obj.load_state_dict(torch.load(path, weights_only=True))``; the updates that follow equal those of
+        the run that was never stopped (same batches, eager mode).
+        """
+        store = pyro.get_param_store()
+        own = self._own_params()
+        tensors = dict(store.named_parameters())
+        names = [n for n in self._param_names if n not in own.values()]
+        optim_state = self.optim.get_state()
+        state = {
+            "type": type(self).__name__,
+            "num_updates": self.num_updates,
+            "last_loss": self.last_loss,
+            "last_batch": None if self.last_batch is None else torch.as_tensor(self.last_batch).detach().clone(),
+            "param_names": names,
+            "params": {n: tensors[n].detach().clone() for n in names},
+            "optim": {n: clone(optim_state[n]) for n in names if n in optim_state},
+            "own_params": {k: tensors[n].detach().clone() for k, n in own.items() if n in tensors},
+            "own_optim": {k: clone(optim_state[n]) for k, n in own.items() if n in optim_state},
+            "rng": get_rng_state(self._device()),
+            "progress": self._progress_state_dict(),
+        }
+        return check_plain(state, f"{type(self).__name__}.state_dict()")
+
+    def load_state_dict(self, state_dict):
+        """
+        Put back a :meth:`state_dict`: the parameters are copied into the model's own tensors (found by running
+        the model on the saved batch, so a fresh ``PyroModule`` is found too), the optimizer's state is loaded
+        (or queued with ``pyro.optim``'s ``set_state`` for a parameter it has not seen yet), and the persistent
+        state, counters and random state are restored.
+        """
+        if not isinstance(state_dict, dict) or state_dict.get("type") != type(self).__name__:
+            got = state_dict.get("type") if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(f"{type(self).__name__}.load_state_dict: this is not a {type(self).__name__} state "
+                             f"dict (it says {got!r})")
+        batch = state_dict["last_batch"]
+        params = {}
+        if batch is not None:
+            batch = self.model.check_data(batch)
+            with poutine.trace(param_only=True) as capture, torch.no_grad():
+                self.model.log_density(batch[:1], validate=False)  # NB: learns the structure; registers modules
+            params = {name: site["value"].unconstrained() for name, site in capture.trace.nodes.items()}
+        store = dict(pyro.get_param_store().named_parameters())
+        missing = [n for n in state_dict["param_names"] if n not in params and n not in store]
+        if missing:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the model has no parameters named {missing}")
+        with torch.no_grad():
+            for name, value in state_dict["params"].items():
+                p = params.get(name, store.get(name))
+                if p.shape != value.shape:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: parameter {name!r} has shape "
+                                     f"{tuple(p.shape)}, the saved one {tuple(value.shape)}")
+                p.copy_(value)
+            own = self._own_params()
+            for key, value in state_dict["own_params"].items():
+                if own[key] in store:
+                    store[own[key]].copy_(value)
+                else:
+                    pyro.param(own[key], value.clone())
+        self._load_progress_state_dict(state_dict["progress"])
+        tensors = dict(pyro.get_param_store().named_parameters())
+        queued = {}
+        saved_optim = dict(state_dict["optim"])
+        saved_optim.update({own[k]: v for k, v in state_dict["own_optim"].items()})
+        for name, optim_state in saved_optim.items():
+            p = tensors[name]
+            if p in self.optim.optim_objs:
+                _load_optimizer_state(self.optim.optim_objs[p], clone(optim_state))
+            else:
+                queued[name] = clone(optim_state)
+        self.optim.set_state(queued)  # NB: pyro.optim loads each when it first meets the parameter
+        self.num_updates = state_dict["num_updates"]
+        self.last_loss = state_dict["last_loss"]
+        self.last_batch = batch
+        self._param_names = list(state_dict["param_names"]) + [own[k] for k in state_dict["own_params"]]
+        self._params = None  # NB: the next update runs eagerly, finding the parameters (and compiling) again
+        set_rng_state(state_dict["rng"])
+
+    def _own_params(self):
+        """Parameters the objective itself owns rather than the model (NCE's log Z): ``{key: param store name}``,
+        saved under ``key`` since their names may differ from process to process."""
+        return {}
+
+    def _progress_state_dict(self):
+        """The subclass's persistent state as tensors and plain values (default: none)."""
+        return None
+
+    def _load_progress_state_dict(self, state):  # noqa: B027 -- an optional hook, empty by default
+        """Put back :meth:`_progress_state_dict` (the parameters are already loaded)."""
 
     def evaluate_loss(self, batch):
         """The loss on ``batch`` with no update of parameters or of any persistent state.
@@ -261,7 +435,46 @@ class TrainingObjective(ABC):
                 n = grads[i].numel()
                 params[i].grad = flat[offset : offset + n].view_as(grads[i]).clone()
                 offset += n
-        return loss[0], set(params)
+        return loss[0], params
+
+
+def _save_parameters(optim, params):
+    """Copies of ``params`` and of their ``pyro.optim`` optimizers' states (``None`` for one not made yet)."""
+    values = [p.detach().clone() for p in params]
+    states = [clone(_optimizer_state(optim.optim_objs[p])) if p in optim.optim_objs else None for p in params]
+    return params, values, states
+
+
+def _restore_parameters(optim, saved):
+    """Put back :func:`_save_parameters`: the values in place (a compiled loss holds the same tensors), the
+    optimizers' states loaded, and an optimizer made during the failed update dropped, as if never made."""
+    params, values, states = saved
+    with torch.no_grad():
+        for p, v, state in zip(params, values, states):
+            p.copy_(v)
+            if state is None:
+                optim.optim_objs.pop(p, None)
+                optim.grad_clip.pop(p, None)
+            else:
+                _load_optimizer_state(optim.optim_objs[p], state)
+
+
+def _optimizer_state(optimizer):
+    """The state of one ``pyro.optim`` optimizer (a torch optimizer, or an LR scheduler and its optimizer),
+    shaped as ``PyroOptim.get_state`` shapes it."""
+    inner = getattr(optimizer, "optimizer", None)
+    if isinstance(inner, torch.optim.Optimizer):
+        return {"scheduler": optimizer.state_dict(), "optimizer": inner.state_dict()}
+    return optimizer.state_dict()
+
+
+def _load_optimizer_state(optimizer, state):
+    inner = getattr(optimizer, "optimizer", None)
+    if isinstance(inner, torch.optim.Optimizer):
+        optimizer.load_state_dict(state["scheduler"])
+        inner.load_state_dict(state["optimizer"])
+    else:
+        optimizer.load_state_dict(state)
 
 
 def _all_finite(loss, grads):

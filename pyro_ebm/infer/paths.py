@@ -15,7 +15,7 @@ import torch
 from pyro_ebm.models.rbm import free_energy, hidden_logits, visible_logits
 from pyro_ebm.ops.jit import CompiledFunction
 
-__all__ = ["RBMPath", "SamplerPath", "pilot_step_sizes"]
+__all__ = ["RBMPath", "SamplerPath", "StepSizeSchedule", "pilot_step_sizes"]
 
 
 class SamplerPath:
@@ -170,11 +170,29 @@ def pilot_step_sizes(path, betas, num_chains, steps, num_temperatures):
         z = state.z
         log_eps.append(torch.log(state.step_size.mean()).double())
     log_eps = torch.stack(log_eps)
+    return StepSizeSchedule(pilot_betas, log_eps)
 
-    def step_sizes(beta):
-        return torch.exp(_interp(beta, pilot_betas, log_eps))
 
-    return step_sizes
+class StepSizeSchedule:
+    """
+    A frozen step-size schedule ``beta -> step size``: the log step size interpolated linearly between the
+    pilot's temperatures. Its :meth:`state_dict` (the pilot's betas and log step sizes) lets a resumed AIS run use
+    the very step sizes of the run that was stopped.
+    """
+
+    def __init__(self, betas, log_step_sizes):
+        self.betas = betas
+        self.log_step_sizes = log_step_sizes
+
+    def __call__(self, beta):
+        return torch.exp(_interp(beta, self.betas, self.log_step_sizes))
+
+    def state_dict(self):
+        return {"betas": self.betas.clone(), "log_step_sizes": self.log_step_sizes.clone()}
+
+    @classmethod
+    def from_state_dict(cls, state_dict):
+        return cls(state_dict["betas"], state_dict["log_step_sizes"])
 
 
 def _interp(x, xp, fp):

@@ -3,7 +3,7 @@
 import torch
 
 from pyro_ebm.infer.objective import TrainingError, TrainingObjective
-from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.base import SampleInfo, Sampler
 
 _INIT_CHOICES = ("data", "base")
 
@@ -74,6 +74,53 @@ class _ContrastiveDivergence(TrainingObjective):
         if self.energy_l2:
             loss = loss + self.energy_l2 * ((e_data**2).mean() + (e_neg**2).mean())
         return loss
+
+    # ------------------------------------------------------------------ snapshots and checkpoints
+
+    def _progress(self):
+        adaptation = self.adaptation
+        return (self.state, self.info, self._divergent_updates, adaptation,
+                None if adaptation is None else adaptation.state_dict())
+
+    def _load_progress(self, progress):
+        self.state, self.info, self._divergent_updates, self.adaptation, adaptation_state = progress
+        if self.adaptation is not None:
+            self.adaptation.load_state_dict(adaptation_state)
+
+    def _non_finite_detail(self):
+        if self.state is None:
+            return ""
+        with torch.no_grad():
+            energy = self.model.energy(self.chains, validate=False)
+        bad = int((~torch.isfinite(energy)).sum())
+        return f" ({bad} of {energy.shape[0]} negative chains have a non-finite energy)" if bad else ""
+
+    def _progress_state_dict(self):
+        """The chains (data space), the sampler state (``state.state_dict()``), its adaptation's state, the
+        divergence counter and the last step's diagnostics."""
+        if self.state is None:
+            return None
+        info = {k: v for k, v in self.info._asdict().items() if v is not None} if self.info is not None else None
+        return {
+            "chains": self.chains.clone(),
+            "state": self.state.state_dict(),
+            "adaptation": self.adaptation.state_dict(),
+            "divergent_updates": self._divergent_updates,
+            "info": None if info is None else {k: v.detach().clone() for k, v in info.items()},
+        }
+
+    def _load_progress_state_dict(self, state):
+        if state is None:
+            self.state = self.adaptation = self.info = None
+            self._divergent_updates = 0
+            return
+        chains = state["chains"]
+        fresh = self.sampler.init(self.model, num_chains=chains.shape[0], init=chains)
+        self.state = fresh.load_state_dict(state["state"])
+        self.adaptation = self.sampler.adaptation(warmup_steps=0, mode=self.adapt)
+        self.adaptation.load_state_dict(state["adaptation"])
+        self._divergent_updates = state["divergent_updates"]
+        self.info = None if state["info"] is None else SampleInfo(**state["info"])
 
     def _start(self, num_chains, init):
         """Start the negative chains (and their adaptation) at ``init`` (data space, or ``None``: the base)."""
@@ -157,16 +204,20 @@ class PCD(_ContrastiveDivergence):
 
     Example::
 
+        >>> data = ebm.datasets.load_digits().train
         >>> model = ebm.models.RBM(64, 16)
         >>> pcd = ebm.infer.PCD(model, ebm.samplers.BlockGibbs(), pyro.optim.SGD({"lr": 0.05}), num_chains=20)
-        >>> for epoch in range(30):                                       # doctest: +SKIP
+        >>> for epoch in range(2):
         ...     for batch in data.split(20):
         ...         loss = pcd.step(batch)
+        >>> pcd.chains.shape  # the persistent negative samples
+        torch.Size([20, 64])
 
     References
 
     [1] T. Tieleman, "Training restricted Boltzmann machines using approximations to the likelihood
         gradient", ICML 2008.
+
     [2] L. Younes, "Parametric inference for imperfectly observed Gibbsian fields", 1989.
     [3] Y. Du, I. Mordatch, "Implicit generation and generalization in energy-based models", NeurIPS 2019.
     """

@@ -17,7 +17,7 @@ from pyro_ebm.model.structure import (
     _discover_without_data,
     _module_dtype,
 )
-from pyro_ebm.model.validation import _all_in_support, _check_support
+from pyro_ebm.model.validation import _all_in_support, _check_has_values, _check_support
 
 
 class EnergyModel:
@@ -183,7 +183,8 @@ class EnergyModel:
         :param bool validate: check the shape, support and finiteness of ``x`` and of every term, with
             Pyro validation on (raises ``ValueError`` naming the problem). Samplers pass ``False``: the
             model then runs with validation off and a non-finite value is returned as is.
-        :returns: tensor of shape ``x.shape[:-len(event_shape)]``.
+        :returns: tensor of shape ``x.shape[:-len(event_shape)]`` (empty for a batch of 0 rows, once the model's
+            structure is known; data on the meta device, which have no values, raise a ``ValueError``).
         """
         x, batch_shape = self._prepare(x, validate)
         if x.shape[0] == 0:
@@ -194,9 +195,10 @@ class EnergyModel:
     def check_data(self, x):
         """
         ``x`` checked without running the model: converted to a floating tensor of the model's dtype, its shape
-        and support checked (``ValueError`` naming the problem), flattened to ``(batch, *event_shape)``.
+        and support checked (``ValueError`` naming the problem), flattened to ``(batch, *event_shape)``. The data
+        check of training and estimation: an empty batch (0 rows) or data on the meta device raise a ``ValueError``.
         """
-        return self._prepare(x, True)[0]
+        return self._prepare(x, True, allow_empty=False)[0]
 
     def in_support(self, x):
         """A 0-d bool tensor: every row of the flat batch ``x`` (already shaped and typed, e.g. by
@@ -256,13 +258,14 @@ class EnergyModel:
                 f"{self.support}; for binary data use ratio matching or pseudo-likelihood"
             )
 
-    def _prepare(self, x, validate):
+    def _prepare(self, x, validate, allow_empty=True):
         """Convert ``x`` to a floating tensor, learn the structure if needed, check its shape and support."""
         if not torch.is_tensor(x):
             try:
                 x = torch.as_tensor(x)
             except (TypeError, ValueError, RuntimeError) as e:
                 raise TypeError(f"x must be a tensor or array, got {type(x).__name__}") from e
+        _check_has_values(x, allow_empty=allow_empty)  # NB: attribute reads only, also on the samplers' path
         if x.is_complex():
             raise ValueError(f"x must be real, got dtype {x.dtype}")
         if not x.is_floating_point():

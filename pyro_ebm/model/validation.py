@@ -8,6 +8,22 @@ from pyro_ebm.distributions import is_real
 from pyro_ebm.primitives import _check_finite
 
 
+def _check_has_values(x, name="x", *, allow_empty=False):
+    """
+    Raise a ``ValueError`` when ``x`` (a tensor, array or list) holds no values: a tensor on the meta device (shape
+    only), or, unless ``allow_empty``, a batch of 0 rows. Attribute reads only: no host sync, no model run.
+    """
+    if getattr(x, "is_meta", False):
+        raise ValueError(
+            f"data on the meta device has no values: {name} of shape {tuple(x.shape)} is on device 'meta'; move it "
+            f"to a real device first (e.g. {name}.to('cpu'))"
+        )
+    if not allow_empty:
+        shape = tuple(x.shape) if hasattr(x, "shape") else (len(x),) if isinstance(x, (list, tuple)) else None
+        if shape is not None and 0 in shape:
+            raise ValueError(f"batch is empty (0 rows): {name} has shape {shape}; a batch needs at least one example")
+
+
 def _rows_in_support(x, support):
     """Whether each row of the flat batch ``x`` lies in ``support`` (and is finite, for a continuous support)."""
     good = support.check(x).reshape(x.shape[0], -1).all(-1)

@@ -64,7 +64,7 @@ class MLPEnergy(EnergyModule):
         :math:`\log Z = \log \int \mathcal N(x; 0, s^2 I)\, e^{-f(x)}\, dx` by the midpoint rule on a grid
         over :math:`[-8s, 8s]^D` (D <= 2 only; outside the box the base holds less than :math:`10^{-14}` of
         its mass). Accurate when the energy's features are wider than the grid spacing
-        (:math:`16s/` ``num_points``). For D > 2 use :class:`ebm.infer.AIS`. Computed without gradients
+        (:math:`16s/` ``num_points``). For D > 2 use :class:`ebm.infer.AIS <pyro_ebm.infer.AIS>`. Computed without gradients
         (a million network evaluations would otherwise stay in memory).
 
         :param int num_points: grid points per dimension (default 2**16 in 1-D, 1024 in 2-D).

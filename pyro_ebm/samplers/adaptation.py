@@ -14,6 +14,8 @@ import torch
 from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.welford import WelfordCovariance
 
+from pyro_ebm.ops.state import load_object_state, object_state
+
 #: Fewest steps of step-size adaptation after the last mass-matrix window.
 MIN_TERM_BUFFER = 20
 
@@ -98,6 +100,17 @@ class StepSizeAdapter:
         """One constant-gain update; returns the new step size."""
         return step_size * torch.exp(self.gain * (self._statistic(accept_prob) - self.target_accept_prob))
 
+    def state_dict(self):
+        """Dual averaging's running state (``None`` before :meth:`restart`)."""
+        return {"dual_averaging": None if self._dual_averaging is None else object_state(self._dual_averaging)}
+
+    def load_state_dict(self, state_dict):
+        saved = state_dict["dual_averaging"]
+        if saved is None:
+            self._dual_averaging = None
+        else:
+            self._dual_averaging = load_object_state(DualAveraging(prox_center=saved.get("prox_center", 0.0)), saved)
+
 
 class DiagonalMassMatrixAdapter:
     """
@@ -118,6 +131,13 @@ class DiagonalMassMatrixAdapter:
         variance = self._welford.get_covariance(regularize=True).mean(0)
         self._welford.reset()
         return variance
+
+    def state_dict(self):
+        """The Welford estimates' running sums."""
+        return {"welford": object_state(self._welford)}
+
+    def load_state_dict(self, state_dict):
+        load_object_state(self._welford, state_dict["welford"])
 
 
 def find_reasonable_step_size(step_size, log_accept_ratio, *, per_chain=False, max_iterations=100):
@@ -156,6 +176,13 @@ class NoAdaptation:
 
     def update(self, state, info):
         return state
+
+    def state_dict(self):
+        """Nothing to save (PyTorch's manner: a dict of tensors and plain values)."""
+        return {}
+
+    def load_state_dict(self, state_dict):
+        """Nothing to put back."""
 
 
 class HMCAdaptation:
@@ -220,6 +247,34 @@ class HMCAdaptation:
     def update(self, state, info):
         """The state after one more step whose diagnostics are ``info``: new step size and mass matrix."""
         return self._update(state, info.accept_prob)
+
+    def state_dict(self):
+        """
+        Everything a later :meth:`update` reads, in PyTorch's manner (tensors and plain values, for ``torch.save``
+        and ``torch.load(weights_only=True)``): the steps seen, dual averaging's and Welford's running state, and
+        the schedule it was made for (checked by :meth:`load_state_dict`). The state's own step size and mass
+        matrix are in the sampler state (``state.state_dict()``).
+        """
+        return {
+            "t": self.t,
+            "warmup_steps": self.warmup_steps,
+            "mode": self.mode,
+            "step_size": self.step_size_adapter.state_dict(),
+            "mass_matrix": self.mass_adapter.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict):
+        """Put back a :meth:`state_dict` into an adaptation object made with the same settings (a driver makes a
+        fresh one, ``sampler.adaptation(warmup_steps=..., mode=...)``, then loads it)."""
+        for key in ("warmup_steps", "mode"):
+            if state_dict[key] != getattr(self, key):
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: saved with {key}={state_dict[key]!r}, this object "
+                    f"has {key}={getattr(self, key)!r}"
+                )
+        self.t = state_dict["t"]
+        self.step_size_adapter.load_state_dict(state_dict["step_size"])
+        self.mass_adapter.load_state_dict(state_dict["mass_matrix"])
 
     def _update(self, state, accept_prob):
         t = self.t

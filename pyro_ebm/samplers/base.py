@@ -7,8 +7,55 @@ from typing import NamedTuple
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
+from pyro_ebm.ops.state import check_plain, clone
 from pyro_ebm.samplers.adaptation import NoAdaptation
 from pyro_ebm.samplers.target import Target
+
+
+def checkpointable(cls):
+    """
+    Give a sampler-state namedtuple PyTorch's checkpoint methods:
+
+    * ``state.state_dict()``: its fields except ``target`` (tensors and plain values, copied), for
+      ``torch.save`` and ``torch.load(weights_only=True)``;
+    * ``state.load_state_dict(state_dict)``: a **new** state, this one with those fields put back (a state is
+      immutable, so it is returned rather than changed in place), on this state's target, device and dtype.
+      Missing or unexpected keys are an error, as in ``torch.nn.Module.load_state_dict``.
+
+    In a new process: ``state = sampler.init(model, num_chains=n).load_state_dict(torch.load(f,
+    weights_only=True))``.
+    """
+
+    def state_dict(self):
+        return check_plain(clone({k: v for k, v in zip(self._fields, self) if k != "target"}), cls.__name__)
+
+    def load_state_dict(self, state_dict):
+        fields = [k for k in self._fields if k != "target"]
+        missing = [k for k in fields if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in fields]
+        if missing or unexpected:
+            raise ValueError(
+                f"{cls.__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected} (a state "
+                "dict of another sampler?)"
+            )
+        z = self.z
+        if tuple(state_dict["z"].shape) != tuple(z.shape):
+            raise ValueError(
+                f"{cls.__name__}.load_state_dict: the saved chains have shape {tuple(state_dict['z'].shape)}, "
+                f"this state's {tuple(z.shape)} (start it with the same num_chains and model)"
+            )
+
+        def put(old, new):
+            if torch.is_tensor(new):
+                device = old.device if torch.is_tensor(old) else z.device
+                return new.detach().to(device).clone()
+            return new
+
+        return self._replace(**{k: put(getattr(self, k), state_dict[k]) for k in fields})
+
+    cls.state_dict = state_dict
+    cls.load_state_dict = load_state_dict
+    return cls
 
 
 class SampleInfo(NamedTuple):
@@ -96,6 +143,8 @@ class Sampler(MCMCKernel):
     def __init__(self, model=None, potential_fn=None, *, num_chains=1, jit_compile=False):
         if model is not None and potential_fn is not None:
             raise ValueError("give a model or a potential_fn, not both")
+        if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
+            raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
         self.model = model
         self.potential_fn = potential_fn
         self.num_chains = num_chains
@@ -129,8 +178,8 @@ class Sampler(MCMCKernel):
             raise ValueError(f"{type(self).__name__} needs a model or a potential_fn to sample from")
         if potential_fn is not None and init is None:
             raise ValueError("sampling a potential_fn needs initial chains: pass init=(num_chains, *event_shape)")
-        num_chains = num_chains or self.num_chains
-        if not isinstance(num_chains, int) or num_chains < 1:
+        num_chains = self.num_chains if num_chains is None else num_chains  # NB: not `or`: 0 must not pass
+        if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
             raise ValueError(f"num_chains must be a positive int, got {num_chains!r}")
         event_shape = None if init is None else torch.as_tensor(init).shape[1:]
         target = Target(model, potential_fn=potential_fn, event_shape=event_shape)

@@ -5,11 +5,14 @@ from typing import NamedTuple
 
 import torch
 
+from pyro_ebm.ops.state import clone
 from pyro_ebm.samplers.adaptation import HMCAdaptation
+from pyro_ebm.samplers.base import checkpointable
 from pyro_ebm.samplers.hmc import HMC
 from pyro_ebm.samplers.target import Target
 
 
+@checkpointable
 class ChEESState(NamedTuple):
     r"""
     State of :class:`ChEESHMC` chains: :class:`~pyro_ebm.samplers.HMCState`'s fields, and
@@ -178,6 +181,25 @@ class ChEESAdaptation(HMCAdaptation):
             state = state._replace(log_trajectory_length=self._log_length.detach().clone())
         harmonic = 1.0 / (1.0 / info.accept_prob.clamp(min=1e-6)).mean()
         return self._update(state, harmonic.expand(1))
+
+    def state_dict(self):
+        """:meth:`HMCAdaptation.state_dict` and the trajectory length's Adam state and running average."""
+        state = super().state_dict()
+        state["log_trajectory_length"] = None if self._log_length is None else self._log_length.detach().clone()
+        state["optim"] = None if self._optim is None else clone(self._optim.state_dict())
+        state["averaged"] = [a.clone() for a in self._averaged]
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        length = state_dict["log_trajectory_length"]
+        if length is None:
+            self._log_length, self._optim = None, None
+        else:
+            self._log_length = length.detach().clone().requires_grad_(True)
+            self._optim = torch.optim.Adam([self._log_length], lr=self.learning_rate, betas=(0.0, 0.95))
+            self._optim.load_state_dict(clone(state_dict["optim"]))
+        self._averaged = [a.clone() for a in state_dict["averaged"]]
 
 
 def _van_der_corput(i, base=2):

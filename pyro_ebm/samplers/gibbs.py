@@ -8,10 +8,11 @@ import torch
 
 from pyro_ebm.distributions import support_values
 from pyro_ebm.models.rbm import RBM
-from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.base import Sampler, checkpointable
 from pyro_ebm.samplers.target import Target
 
 
+@checkpointable
 class BlockGibbsState(NamedTuple):
     """
     State of :class:`BlockGibbs` chains.
@@ -95,6 +96,7 @@ def _bernoulli(fn, u):
     return (u < p).to(p.dtype)
 
 
+@checkpointable
 class GibbsState(NamedTuple):
     """
     State of :class:`Gibbs` chains.

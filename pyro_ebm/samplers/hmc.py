@@ -8,12 +8,13 @@ import torch
 from pyro.ops.integrator import velocity_verlet
 
 from pyro_ebm.samplers.adaptation import HMCAdaptation
-from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.base import Sampler, checkpointable
 from pyro_ebm.samplers.target import Target
 
 _ADAPT_MODES = ("warmup", "continuous", "none")
 
 
+@checkpointable
 class HMCState(NamedTuple):
     """
     State of :class:`HMC` chains.
@@ -81,7 +82,12 @@ class HMC(Sampler):
 
     Example::
 
-        >>> samples = ebm.sample(ring, ebm.samplers.HMC(), num_chains=256, num_samples=200)  # doctest: +SKIP
+        >>> model, hmc = ebm.models.GaussianEnergy(2), ebm.samplers.HMC()
+        >>> samples = ebm.sample(model, hmc, num_chains=64, num_samples=100, seed=0)  # warmup adapts, then draws
+        >>> state = hmc.init(model, num_chains=64)  # or step by hand: state in, state and info out
+        >>> state, info = hmc.step(state)
+        >>> info.accept_prob.shape
+        torch.Size([64])
     """
 
     def __init__(

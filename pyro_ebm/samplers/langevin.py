@@ -4,10 +4,11 @@ from typing import NamedTuple
 
 import torch
 
-from pyro_ebm.samplers.base import Sampler
+from pyro_ebm.samplers.base import Sampler, checkpointable
 from pyro_ebm.samplers.target import Target
 
 
+@checkpointable
 class LangevinState(NamedTuple):
     """
     State of :class:`Langevin` chains.

@@ -34,6 +34,18 @@ class NUTSState(NamedTuple):
     warmup_steps: int
     target: Target
 
+    def state_dict(self):
+        """Not available: Pyro's chain-by-chain NUTS keeps its trees and adaptation inside Pyro's kernel objects,
+        which have no state dict (``VectorizedNUTS``' state has one)."""
+        raise TypeError(
+            "a state of Pyro's chain-by-chain NUTS cannot be checkpointed (its adaptation lives inside Pyro's "
+            "kernel objects): use ebm.samplers.VectorizedNUTS (NUTS(vectorized=True)), whose state has state_dict()"
+        )
+
+    def load_state_dict(self, state_dict):
+        """Not available (see :meth:`state_dict`)."""
+        self.state_dict()
+
 
 class NUTS(Sampler):
     """

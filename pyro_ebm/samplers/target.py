@@ -4,6 +4,7 @@ import torch
 
 from pyro_ebm.distributions import is_real
 from pyro_ebm.model import as_energy_model
+from pyro_ebm.model.validation import _check_has_values
 from pyro_ebm.ops.jit import CompiledFunction, param_store_key, value_and_grad
 
 
@@ -37,8 +38,11 @@ class Target:
         if potential_fn is not None:
             if event_shape is None:
                 raise ValueError("a potential_fn target needs its event_shape (e.g. from the initial chains)")
+            if not callable(potential_fn):
+                raise TypeError(f"potential_fn must be a callable, got {type(potential_fn).__name__}")
             self.model = None
             self.potential_fn = potential_fn
+            self._potential_checked = False  # NB: the shape of its result is checked once, at the first call
             self.event_shape = torch.Size(event_shape)
             self.is_discrete = False
             self.transform = None
@@ -76,6 +80,7 @@ class Target:
         """
         if init is not None:
             x = torch.as_tensor(init)
+            _check_has_values(x, "init")
             if x.shape[0] != num_chains:
                 raise ValueError(
                     f"init must have one row per chain, shape ({num_chains}, *event_shape); got {tuple(x.shape)}"
@@ -105,7 +110,7 @@ class Target:
         its tensors (and the model's parameters)."""
         x = self._unflatten(z)
         if self.potential_fn is not None:
-            return -self.potential_fn(x)
+            return -self._energy(x)
         if self.transform is None:
             return self.model.log_density(x, validate=False)
         return self.model.unconstrained_log_density(x, validate=False)
@@ -113,7 +118,7 @@ class Target:
     def potential_of(self, z, *inputs):
         """Potential energy ``-log_prob_fn(z, *inputs)``, without an extra negation when the target is an energy."""
         if self.potential_fn is not None:
-            return self.potential_fn(self._unflatten(z))
+            return self._energy(self._unflatten(z))
         return -self.log_prob_fn(z, *inputs)
 
     def log_prob(self, z):
@@ -152,6 +157,26 @@ class Target:
         if key not in cache:
             cache[key] = torch.ones(self.dim, dtype=like.dtype, device=like.device)
         return cache[key]
+
+    def _energy(self, x):
+        """``potential_fn(x)``; its first result is checked to hold one energy per chain (shapes only: no host
+        sync), since a scalar would broadcast silently and couple the chains' Metropolis tests."""
+        energy = self.potential_fn(x)
+        if not self._potential_checked:
+            expected = x.shape[: x.dim() - len(self.event_shape)]
+            if not torch.is_tensor(energy):
+                raise TypeError(
+                    f"potential_fn must return a tensor of energies of shape {tuple(expected)} (one per chain), got "
+                    f"{type(energy).__name__}"
+                )
+            if energy.shape != expected:
+                raise ValueError(
+                    f"potential_fn must return one energy per chain, shape {tuple(expected)} for x of shape "
+                    f"{tuple(x.shape)}; got shape {tuple(energy.shape)} (sum over the event dimensions only, e.g. "
+                    ".sum(-1))"
+                )
+            self._potential_checked = True
+        return energy
 
     def _unflatten(self, z):
         return z if len(self.event_shape) == 1 else z.reshape(z.shape[:-1] + self.event_shape)

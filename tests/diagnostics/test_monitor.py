@@ -1,5 +1,6 @@
 """TrainingMonitor and plots: recorded values equal direct computations, figures hold what they should, save/load."""
 
+import json
 import math
 
 import matplotlib
@@ -112,9 +113,13 @@ def test_save_and_load_round_trip(tmp_path, digits):
                           ais_kwargs={"num_chains": 20, "num_steps": 20})
     train_rbm(mon, train, 10)
     out = mon.save(str(tmp_path / "run"))
-    for name in ("history.csv", "history.json", "chains.nc", "training.png", "negative_samples.png", "ais.png"):
+    names = ("history.csv", "history.json", "chains.nc", "training.png", "negative_samples.png", "ais.png")
+    for name in names:
         assert (tmp_path / "run" / name).stat().st_size > 0, name
+    manifest = json.loads((tmp_path / "run" / "monitor.json").read_text())  # written last, lists this save
+    assert manifest["run_id"] == mon.run_id and set(manifest["files"]) == set(names)
     loaded = TrainingMonitor.load(out)
+    assert loaded.run_id == mon.run_id
     for name in COLUMNS:
         for a, b in zip(loaded.history[name], mon.history[name]):
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b)

@@ -1,0 +1,161 @@
+"""Checkpoints: state_dict() / load_state_dict() of training objects and sampler states, resumed exactly."""
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyro
+import pytest
+import torch
+
+import pyro_ebm as ebm
+from tests.infer.test_faults import TRAINERS, _assert_same
+
+pytestmark = pytest.mark.exact
+
+
+def _roundtrip(state_dict):
+    """Through torch.save and torch.load(weights_only=True), as a user checkpoints."""
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _params():
+    return {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters() if "log_partition" not in k}
+
+
+@pytest.mark.parametrize("name", list(TRAINERS))
+def test_a_resumed_training_equals_the_uninterrupted_one(name):
+    make, data_fn = TRAINERS[name]
+    data = data_fn()
+    batches = data.split(8)
+    obj = make(pyro.optim.Adam({"lr": 0.02}))
+    for batch in batches[:3]:
+        obj.step(batch)
+    saved = _roundtrip(obj.state_dict())
+    losses = [obj.step(batch) for batch in batches[3:6]]
+    expected, chains = _params(), getattr(obj, "chains", None)
+
+    pyro.clear_param_store()
+    torch.manual_seed(123)  # NB: the checkpoint carries the random state
+    resumed = make(pyro.optim.Adam({"lr": 0.02}))
+    resumed.load_state_dict(saved)
+    assert resumed.num_updates == 3
+    assert [resumed.step(batch) for batch in batches[3:6]] == losses
+    _assert_same(expected, _params())
+    if chains is not None:
+        assert torch.equal(chains, resumed.chains)
+
+
+def test_a_state_dict_holds_only_tensors_and_plain_values():
+    make, data_fn = TRAINERS["PCD-HMC"]
+    obj = make(pyro.optim.Adam({"lr": 0.02}))
+    obj.step(data_fn()[:16])
+    state = obj.state_dict()
+    assert {"params", "optim", "num_updates", "rng", "progress"} <= set(state)
+    assert set(state["progress"]) == {"chains", "state", "adaptation", "divergent_updates", "info"}
+    assert state["progress"]["adaptation"]["t"] == 1
+    _roundtrip(state)  # NB: would raise under weights_only=True otherwise
+
+
+def test_loading_into_another_kind_of_objective_is_an_error():
+    obj = TRAINERS["ScoreMatching"][0](pyro.optim.Adam({"lr": 0.02}))
+    obj.step(TRAINERS["ScoreMatching"][1]()[:16])
+    other = TRAINERS["NCE"][0](pyro.optim.Adam({"lr": 0.02}))
+    with pytest.raises(ValueError, match="not a NCE state dict"):
+        other.load_state_dict(obj.state_dict())
+
+
+@pytest.mark.parametrize("sampler", [ebm.samplers.HMC(), ebm.samplers.ChEESHMC(), ebm.samplers.VectorizedNUTS(),
+                                     ebm.samplers.MALA(), ebm.samplers.Langevin(step_size=0.05)],
+                         ids=lambda s: type(s).__name__)
+def test_a_sampler_state_and_its_adaptation_resume_exactly(sampler):
+    from tests.infer.test_faults import quadratic
+
+    state = sampler.init(quadratic, num_chains=8, init=torch.randn(8, 2))
+    adaptation = sampler.adaptation(warmup_steps=60)
+    state = adaptation.start(state)
+    for _ in range(30):  # NB: into Stan's first mass-matrix window
+        state, info = sampler.step(state)
+        state = adaptation.update(state, info)
+    saved_state, saved_adaptation, rng = _roundtrip((state.state_dict(), adaptation.state_dict(),
+                                                     torch.get_rng_state()))
+    for _ in range(40):
+        state, info = sampler.step(state)
+        state = adaptation.update(state, info)
+
+    torch.manual_seed(7)
+    fresh = sampler.init(quadratic, num_chains=8).load_state_dict(saved_state)
+    again = sampler.adaptation(warmup_steps=60)
+    again.load_state_dict(saved_adaptation)
+    torch.set_rng_state(rng)
+    for _ in range(40):
+        fresh, info = sampler.step(fresh)
+        fresh = again.update(fresh, info)
+    _assert_same(state.state_dict(), fresh.state_dict())
+
+
+def test_a_sampler_state_refuses_a_state_dict_of_another_shape_or_sampler():
+    from tests.infer.test_faults import quadratic
+
+    hmc = ebm.samplers.HMC().init(quadratic, num_chains=4, init=torch.randn(4, 2))
+    with pytest.raises(ValueError, match="the saved chains have shape"):
+        ebm.samplers.HMC().init(quadratic, num_chains=5, init=torch.randn(5, 2)).load_state_dict(hmc.state_dict())
+    with pytest.raises(ValueError, match="missing keys"):
+        ebm.samplers.ChEESHMC().init(quadratic, num_chains=4, init=torch.randn(4, 2)).load_state_dict(hmc.state_dict())
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch, pyro
+    import pyro_ebm as ebm
+
+    def model(x=None):
+        import pyro.distributions as dist
+        loc = pyro.param("loc", torch.zeros(2))
+        log_scale = pyro.param("log_scale", torch.zeros(2))
+        x = pyro.sample("x", dist.Normal(0.0, 3.0).expand([2]).to_event(1), obs=x)
+        ebm.factor("q", 0.5 * (((x - loc) / log_scale.exp()) ** 2).sum(-1))
+
+    mode, path, k, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    pyro.set_rng_seed(0)
+    data = torch.randn(n * 16, 2, generator=torch.Generator().manual_seed(1)) * 0.7 + 0.3
+    pcd = ebm.infer.PCD(model, ebm.samplers.HMC(num_steps=3), pyro.optim.Adam({"lr": 0.02}), num_chains=32)
+    start = 0
+    if mode == "resume":
+        pcd.load_state_dict(torch.load(path, weights_only=True))
+        start = pcd.num_updates
+    for i, batch in enumerate(data.split(16)):
+        if i < start:
+            continue
+        if mode == "stop" and i == k:
+            torch.save(pcd.state_dict(), path)
+            break
+        pcd.step(batch)
+    if mode != "stop":
+        store = pyro.get_param_store()
+        torch.save({"loc": store["loc"].detach(), "log_scale": store["log_scale"].detach(), "chains": pcd.chains,
+                    "step_size": pcd.state.step_size}, path + "." + mode)
+    """
+)
+
+
+def test_a_pcd_run_stopped_at_step_k_and_resumed_in_a_new_process_equals_the_uninterrupted_run(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    path = str(tmp_path / "checkpoint.pt")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    def run(mode):
+        subprocess.run([sys.executable, str(script), mode, path, "5", "12"], check=True, env=env, timeout=300)
+
+    run("full")
+    run("stop")
+    run("resume")
+    full = torch.load(path + ".full", weights_only=True)
+    resumed = torch.load(path + ".resume", weights_only=True)
+    _assert_same(full, resumed)
