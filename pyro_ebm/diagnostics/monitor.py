@@ -334,7 +334,7 @@ class TrainingMonitor:
             "lp_before": _clone(self._lp_before),
             "lp_before_step": self._lp_before_step,
             "divergences": _clone(self._divergences),
-            "last_ais": _estimate_state(self.last_ais),
+            "last_ais": None if self.last_ais is None else self.last_ais.state_dict(),
         }
 
     def load_state_dict(self, state_dict):
@@ -360,7 +360,7 @@ class TrainingMonitor:
         history = {name: list(saved[name]) for name in COLUMNS}
         window = collections.deque((torch.as_tensor(x).clone() for x in state_dict["window"]),
                                    maxlen=self.chain_window)
-        last_ais = _estimate_from_state(state_dict["last_ais"])
+        last_ais = None if state_dict["last_ais"] is None else LogPartitionEstimate.from_state_dict(state_dict["last_ais"])
         seconds = state_dict["seconds"]
         t0 = None if seconds is None else time.perf_counter() - seconds
         anchor = state_dict["anchor_log_partition"]
@@ -531,40 +531,6 @@ def _plain(v):
 
 def _clone(x):
     return None if x is None else torch.as_tensor(x).detach().clone()
-
-
-def _estimate_state(result):
-    """A :class:`LogPartitionEstimate` as tensors, numbers and strings (``None`` stays ``None``)."""
-    if result is None:
-        return None
-    return {
-        "log_weights": _clone(result.log_weights),
-        "method": result.method,
-        "log_partition_base": float(result.log_partition_base),
-        "correction": float(result.correction),
-        "betas": _clone(result.betas),
-        "accept_prob": _clone(result.accept_prob),
-        "samples": _clone(result.samples),
-        "seconds": None if result.seconds is None else float(result.seconds),
-        "reverse": _estimate_state(result.reverse),
-    }
-
-
-def _estimate_from_state(state):
-    if state is None:
-        return None
-    result = LogPartitionEstimate(
-        _clone(state["log_weights"]),
-        method=state["method"],
-        log_partition_base=state["log_partition_base"],
-        correction=state["correction"],
-        betas=_clone(state["betas"]),
-        accept_prob=_clone(state["accept_prob"]),
-        samples=_clone(state["samples"]),
-        seconds=state["seconds"],
-    )
-    result.reverse = _estimate_from_state(state["reverse"])
-    return result
 
 
 # ------------------------------------------------------------------ files of a save

@@ -10,6 +10,7 @@ import torch
 from pyro_ebm.infer.arviz import ais_to_inference_data
 from pyro_ebm.model import as_energy_model
 from pyro_ebm.ops.annealing import effective_sample_size, log_mean_exp, log_mean_exp_stderr
+from pyro_ebm.ops.state import clone
 
 __all__ = ["LogLikelihood", "LogPartitionBounds", "LogPartitionEstimate", "log_likelihood"]
 
@@ -85,17 +86,17 @@ class LogPartitionEstimate:
     def state_dict(self):
         """The estimate as tensors and plain values (for ``torch.save`` and ``torch.load(weights_only=True)``);
         :meth:`from_state_dict` rebuilds it, with its attached reverse run."""
-        return {
+        return clone({
             "log_weights": self.log_weights, "method": self.method, "log_partition_base": self.log_partition_base,
             "correction": self.correction, "betas": self.betas, "accept_prob": self.accept_prob,
-            "samples": self.samples, "seconds": self.seconds,
+            "samples": self.samples, "seconds": None if self.seconds is None else float(self.seconds),
             "reverse": None if self.reverse is None else self.reverse.state_dict(),
-        }
+        })
 
     @classmethod
     def from_state_dict(cls, state_dict):
         """The estimate saved by :meth:`state_dict`."""
-        state = dict(state_dict)
+        state = clone(dict(state_dict))
         reverse = state.pop("reverse")
         log_weights = state.pop("log_weights")
         estimate = cls(log_weights, **state)

@@ -31,10 +31,12 @@ class TrainingObjective(ABC):
     PCD's negative phase), the loss and its gradients (:meth:`_loss_and_gradients`), their average over the
     processes of :meth:`data_parallel` training, and the ``pyro.optim`` step.
 
-    A non-finite loss or gradient raises :class:`TrainingError` naming the step, before the optimizer is
-    touched. The first step (and :meth:`evaluate_loss`) runs the model with full validation, so a wrongly shaped
-    or non-finite energy is reported naming its site; later steps check each batch's shape and support without
-    running the model.
+    An update is all or nothing (:meth:`step`): a non-finite loss, gradient or updated parameter raises
+    :class:`TrainingError` saying which, with everything put back as after the last good update; so does any
+    other error inside, or a ``KeyboardInterrupt``. :meth:`state_dict` and :meth:`load_state_dict` checkpoint the
+    training, to resume it exactly. The first step (and :meth:`evaluate_loss`) runs the model with full
+    validation, so a wrongly shaped or non-finite energy is reported naming its site; later steps check each
+    batch's shape and support without running the model.
 
     With ``jit_compile=True`` the loss and its gradients in the parameters are traced once (after a first eager
     step has found the parameters) and compiled (:class:`~pyro_ebm.ops.jit.CompiledFunction`); the optimizer's
@@ -286,36 +288,31 @@ class TrainingObjective(ABC):
             raise ValueError(f"{type(self).__name__}.load_state_dict: this is not a {type(self).__name__} state "
                              f"dict (it says {got!r})")
         batch = state_dict["last_batch"]
-        params = {}
+        traced = []
         if batch is not None:
             batch = self.model.check_data(batch)
             with poutine.trace(param_only=True) as capture, torch.no_grad():
                 self.model.log_density(batch[:1], validate=False)  # NB: learns the structure; registers modules
-            params = {name: site["value"].unconstrained() for name, site in capture.trace.nodes.items()}
-        store = dict(pyro.get_param_store().named_parameters())
-        missing = [n for n in state_dict["param_names"] if n not in params and n not in store]
-        if missing:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the model has no parameters named {missing}")
+            traced = [(name, site["value"].unconstrained()) for name, site in capture.trace.nodes.items()]
+        targets = self._match_parameters(state_dict, traced)  # saved name -> (name now, tensor)
+        own = self._own_params()
         with torch.no_grad():
             for name, value in state_dict["params"].items():
-                p = params.get(name, store.get(name))
-                if p.shape != value.shape:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: parameter {name!r} has shape "
-                                     f"{tuple(p.shape)}, the saved one {tuple(value.shape)}")
-                p.copy_(value)
-            own = self._own_params()
+                targets[name][1].copy_(value)
+            store = pyro.get_param_store()
             for key, value in state_dict["own_params"].items():
                 if own[key] in store:
-                    store[own[key]].copy_(value)
+                    store[own[key]].unconstrained().copy_(value)
                 else:
                     pyro.param(own[key], value.clone())
         self._load_progress_state_dict(state_dict["progress"])
         tensors = dict(pyro.get_param_store().named_parameters())
-        queued = {}
+        targets.update({own[k]: (own[k], tensors[own[k]]) for k in state_dict["own_params"]})
         saved_optim = dict(state_dict["optim"])
         saved_optim.update({own[k]: v for k, v in state_dict["own_optim"].items()})
-        for name, optim_state in saved_optim.items():
-            p = tensors[name]
+        queued = {}
+        for saved_name, optim_state in saved_optim.items():
+            name, p = targets[saved_name]
             if p in self.optim.optim_objs:
                 _load_optimizer_state(self.optim.optim_objs[p], clone(optim_state))
             else:
@@ -324,9 +321,37 @@ class TrainingObjective(ABC):
         self.num_updates = state_dict["num_updates"]
         self.last_loss = state_dict["last_loss"]
         self.last_batch = batch
-        self._param_names = list(state_dict["param_names"]) + [own[k] for k in state_dict["own_params"]]
+        self._param_names = [targets[n][0] for n in state_dict["param_names"]]
+        self._param_names += [own[k] for k in state_dict["own_params"]]
         self._params = None  # NB: the next update runs eagerly, finding the parameters (and compiling) again
         set_rng_state(state_dict["rng"])
+
+    def _match_parameters(self, state_dict, traced):
+        """
+        The model's tensor for each saved parameter: by param store name, or -- when the names differ, as those
+        of an ``ebm.models`` module made second in a process (``r_b_m_1.weight`` for ``r_b_m_0.weight``) -- in
+        the order the model's run meets them, if their number and shapes agree.
+        """
+        saved = state_dict["param_names"]
+        shapes = {n: tuple(v.shape) for n, v in state_dict["params"].items()}
+        current = dict(pyro.get_param_store().named_parameters())
+        current.update(dict(traced))
+        if all(n in current for n in saved):
+            targets = {n: (n, current[n]) for n in saved}
+        elif len(traced) == len(saved) and all(tuple(t.shape) == shapes[n] for n, (_, t) in zip(saved, traced)):
+            targets = dict(zip(saved, traced))
+        else:
+            missing = [n for n in saved if n not in current]
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: the model has no parameters named {missing}, and its "
+                f"{len(traced)} parameters {[n for n, _ in traced]} do not match the {len(saved)} saved ones by "
+                "order and shape (is it the same model?)"
+            )
+        for n, (name, tensor) in targets.items():
+            if tuple(tensor.shape) != shapes[n]:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: parameter {name!r} has shape "
+                                 f"{tuple(tensor.shape)}, the saved {n!r} {shapes[n]}")
+        return targets
 
     def _own_params(self):
         """Parameters the objective itself owns rather than the model (NCE's log Z): ``{key: param store name}``,
@@ -397,7 +422,7 @@ class TrainingObjective(ABC):
         if bool(failed):
             raise TrainingError(
                 f"step {step}: another process of the data-parallel {type(self).__name__} failed (its own error "
-                f"says why); parameters are kept from step {step - 1}."
+                f"says why); the parameters, optimizer state and chains are those of step {step - 1}."
             )
 
     def _average_gradients(self, batch, step, loss, params):

@@ -145,8 +145,8 @@ class _ContrastiveDivergence(TrainingObjective):
             raise TrainingError(
                 f"step {step}: all {len(self.info.divergent)} chains were divergent in the negative phase for "
                 f"{self._divergent_updates} updates in a row (step size {float(self.info.step_size.mean()):.3g}); "
-                f"parameters are kept from step {step - 1}. The energy has probably blown up: lower the learning "
-                "rate, add energy_l2, or use a smaller step size."
+                f"the parameters, optimizer state and chains are those of step {step - 1}. The energy has probably "
+                "blown up: lower the learning rate, add energy_l2, or use a smaller step size."
             )
 
     def _restart_at(self, x):
