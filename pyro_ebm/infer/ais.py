@@ -169,9 +169,9 @@ class AIS:
         """
         self._progress = None
         with seeded(self._process_seed(), self._device()):
+            path = self._build_path()
             x = self.model.check_data(samples)
-            job = {"stage": "reverse_ais", "path": self._build_path(), "x": x, "run": None, "reverse_from": None,
-                   "forward": None}
+            job = {"stage": "reverse_ais", "path": path, "x": x, "run": None, "reverse_from": None, "forward": None}
             return self._continue(job)
 
     def resume(self):

@@ -147,8 +147,9 @@ def log_likelihood(model, data, log_partition):
         if not ok:
             hint = ": pass one of its ends (.lower or .upper)" if isinstance(log_partition, LogPartitionBounds) else ""
             raise TypeError(f"log_partition must be a LogPartitionEstimate, a number or a 0-d tensor, got {got}{hint}")
-        if not math.isfinite(float(log_partition)):
-            raise ValueError(f"log_partition must be finite, got {float(log_partition)}")
+        value = float(log_partition.detach()) if torch.is_tensor(log_partition) else float(log_partition)
+        if not math.isfinite(value):
+            raise ValueError(f"log_partition must be finite, got {value}")
     m = as_energy_model(model)
     with torch.no_grad():
         lp = m.log_density(m.check_data(data)).double()  # NB: check_data refuses an empty batch (a NaN mean)
