@@ -464,15 +464,24 @@ class TrainingObjective(ABC):
 
 
 def _save_parameters(optim, params):
-    """Copies of ``params`` and of their ``pyro.optim`` optimizers' states (``None`` for one not made yet)."""
+    """Copies of ``params`` and of their ``pyro.optim`` optimizers' running state (``None`` for an optimizer not
+    made yet). NB: only ``optimizer.state`` (moments, step counts), which is all a ``step()`` changes; the settings
+    in ``param_groups`` are left as they are. Copying ``state_dict()`` instead cost ~90 us per update on a
+    64 x 16 RBM (nested dicts of settings), more than the compiled update itself."""
     values = [p.detach().clone() for p in params]
-    states = [clone(_optimizer_state(optim.optim_objs[p])) if p in optim.optim_objs else None for p in params]
+    states = []
+    for p in params:
+        if p not in optim.optim_objs:
+            states.append(None)
+            continue
+        inner = _torch_optimizer(optim.optim_objs[p])
+        states.append({q: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()} for q, s in inner.state.items()})
     return params, values, states
 
 
 def _restore_parameters(optim, saved):
     """Put back :func:`_save_parameters`: the values in place (a compiled loss holds the same tensors), the
-    optimizers' states loaded, and an optimizer made during the failed update dropped, as if never made."""
+    optimizers' running state, and an optimizer made during the failed update dropped, as if never made."""
     params, values, states = saved
     with torch.no_grad():
         for p, v, state in zip(params, values, states):
@@ -481,19 +490,20 @@ def _restore_parameters(optim, saved):
                 optim.optim_objs.pop(p, None)
                 optim.grad_clip.pop(p, None)
             else:
-                _load_optimizer_state(optim.optim_objs[p], state)
+                inner = _torch_optimizer(optim.optim_objs[p])
+                inner.state.clear()
+                inner.state.update({q: dict(s) for q, s in state.items()})
 
 
-def _optimizer_state(optimizer):
-    """The state of one ``pyro.optim`` optimizer (a torch optimizer, or an LR scheduler and its optimizer),
-    shaped as ``PyroOptim.get_state`` shapes it."""
+def _torch_optimizer(optimizer):
+    """The torch optimizer of one ``pyro.optim`` entry (an optimizer, or an LR scheduler around one)."""
     inner = getattr(optimizer, "optimizer", None)
-    if isinstance(inner, torch.optim.Optimizer):
-        return {"scheduler": optimizer.state_dict(), "optimizer": inner.state_dict()}
-    return optimizer.state_dict()
+    return inner if isinstance(inner, torch.optim.Optimizer) else optimizer
 
 
 def _load_optimizer_state(optimizer, state):
+    """Load one parameter's entry of ``PyroOptim.get_state()`` (a state dict, or a scheduler's and its
+    optimizer's) into its ``pyro.optim`` optimizer."""
     inner = getattr(optimizer, "optimizer", None)
     if isinstance(inner, torch.optim.Optimizer):
         optimizer.load_state_dict(state["scheduler"])
