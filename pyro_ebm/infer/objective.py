@@ -353,6 +353,13 @@ class TrainingObjective(ABC):
                                  f"{tuple(tensor.shape)}, the saved {n!r} {shapes[n]}")
         return targets
 
+    def __getstate__(self):
+        raise TypeError(
+            f"a {type(self).__name__} is not pickled (it holds the model, compiled functions and the sampler): "
+            f"save its state, torch.save(obj.state_dict(), path), and resume with obj.load_state_dict("
+            "torch.load(path, weights_only=True)) on an object built the same way"
+        )
+
     def _own_params(self):
         """Parameters the objective itself owns rather than the model (NCE's log Z): ``{key: param store name}``,
         saved under ``key`` since their names may differ from process to process."""

@@ -158,6 +158,17 @@ class Target:
             cache[key] = torch.ones(self.dim, dtype=like.dtype, device=like.device)
         return cache[key]
 
+    def __copy__(self):  # NB: a shallow copy shares the family's compiled functions (AnnealedTarget.at)
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
+
+    def __getstate__(self):
+        raise TypeError(
+            "a sampler state is not pickled whole (its target holds the model and compiled functions): save "
+            "state.state_dict() with torch.save, and put it back with sampler.init(...).load_state_dict(...)"
+        )
+
     def _energy(self, x):
         """``potential_fn(x)``; its first result is checked to hold one energy per chain (shapes only: no host
         sync), since a scalar would broadcast silently and couple the chains' Metropolis tests."""

@@ -159,3 +159,13 @@ def test_a_pcd_run_stopped_at_step_k_and_resumed_in_a_new_process_equals_the_uni
     full = torch.load(path + ".full", weights_only=True)
     resumed = torch.load(path + ".resume", weights_only=True)
     _assert_same(full, resumed)
+
+
+def test_pickling_a_training_object_or_a_sampler_state_points_to_state_dict():
+    make, data_fn = TRAINERS["PCD-HMC"]
+    obj = make(pyro.optim.Adam({"lr": 0.02}))
+    obj.step(data_fn()[:16])
+    with pytest.raises(TypeError, match=r"save its state, torch.save\(obj.state_dict\(\), path\)"):
+        torch.save(obj, io.BytesIO())
+    with pytest.raises(TypeError, match=r"save state.state_dict\(\) with torch.save"):
+        torch.save(obj.state, io.BytesIO())
