@@ -354,11 +354,12 @@ class AIS:
         return path
 
 
-class _Stopped(Exception):
-    """Ctrl-C between two temperatures of :func:`_anneal`; ``run`` is where it stopped."""
+class _Stopped(KeyboardInterrupt):
+    """Ctrl-C between two temperatures of :func:`_anneal`; ``run`` is where it stopped. NB: a KeyboardInterrupt,
+    so that where no caller keeps the run (``log_partition_ratio``) it is an ordinary Ctrl-C."""
 
     def __init__(self, run):
-        super().__init__("stopped")
+        super().__init__(f"annealing stopped by Ctrl-C at temperature {run['t'] - 1}")
         self.run = run
 
 

@@ -2,6 +2,7 @@
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -169,3 +170,72 @@ def test_pickling_a_training_object_or_a_sampler_state_points_to_state_dict():
         torch.save(obj, io.BytesIO())
     with pytest.raises(TypeError, match=r"save state.state_dict\(\) with torch.save"):
         torch.save(obj.state, io.BytesIO())
+
+
+class _CtrlC:
+    """Sends this process a SIGINT (a real Ctrl-C) from inside the ``n``-th call of ``cls.step``."""
+
+    def __init__(self, monkeypatch, cls, n):
+        self.calls, real = 0, cls.step
+
+        def step(obj, *args, **kwargs):
+            self.calls += 1
+            if self.calls == n:
+                signal.raise_signal(signal.SIGINT)
+            return real(obj, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "step", step)
+
+
+@pytest.mark.parametrize("stop_at", [40, 130], ids=["in warmup", "in sampling"])
+def test_ebm_sample_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, stop_at):
+    from tests.infer.test_faults import quadratic
+
+    kwargs = dict(num_chains=8, num_samples=100, warmup_steps=60, seed=3, progress_bar=False)
+    full = ebm.sample(quadratic, ebm.samplers.HMC(), **kwargs)
+    _CtrlC(monkeypatch, ebm.samplers.HMC, stop_at)
+    with pytest.warns(UserWarning, match=f"interrupted after {stop_at} of 160 steps"):
+        part = ebm.sample(quadratic, ebm.samplers.HMC(), **kwargs)
+    monkeypatch.undo()
+    assert part.interrupted and part.x.shape[1] == max(0, stop_at - 60)
+    for resume in (part, _roundtrip(part.state_dict())):
+        rest = ebm.sample(quadratic, ebm.samplers.HMC(), resume=resume, **kwargs)
+        assert not rest.interrupted and torch.equal(rest.x, full.x)
+        _assert_same(full.stats, rest.stats)
+        _assert_same(full.last_state.state_dict(), rest.last_state.state_dict())
+    with pytest.raises(ValueError, match="started with num_samples=100"):
+        ebm.sample(quadratic, ebm.samplers.HMC(), resume=part, **dict(kwargs, num_samples=50))
+
+
+@pytest.mark.parametrize("stop_at", [30, 130], ids=["forward", "reverse"])
+@pytest.mark.parametrize("kind", ["rbm", "hmc"])
+def test_ais_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, stop_at, kind):
+    from pyro_ebm.infer import paths
+    from tests.infer.test_faults import quadratic
+
+    if kind == "rbm":
+        model, cls, start = ebm.models.RBM(12, 3), paths.RBMPath, torch.bernoulli(torch.full((20, 12), 0.5))
+    else:
+        model, cls, start = quadratic, paths.SamplerPath, torch.randn(20, 2)
+
+    def make():
+        return ebm.infer.AIS(model, num_chains=30, num_steps=100, seed=1, progress_bar=False,
+                             data=start if kind == "hmc" else None)
+
+    full = make().run(reverse_from=start)
+    _CtrlC(monkeypatch, cls, stop_at)
+    ais = make()
+    with pytest.raises(KeyboardInterrupt, match="ais.resume\\(\\) finishes the run"):
+        ais.run(reverse_from=start)
+    monkeypatch.undo()
+    assert ais.stopped
+    saved = _roundtrip(ais.state_dict())
+    again = make()
+    again.load_state_dict(saved)
+    for result in (ais.resume(), again.resume()):
+        assert torch.equal(result.log_weights, full.log_weights)
+        assert torch.equal(result.reverse.log_weights, full.reverse.log_weights)
+        assert torch.equal(result.samples, full.samples)
+    assert not ais.stopped
+    with pytest.raises(ValueError, match="no stopped run"):
+        ais.resume()
