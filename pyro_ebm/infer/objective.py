@@ -109,7 +109,7 @@ class TrainingObjective(ABC):
         step = self.num_updates + 1
         if self.monitor is not None and hasattr(self.monitor, "before_update"):
             self.monitor.before_update(self)  # NB: reads the parameters before this update (and nothing it changes)
-        saved, parameters = self._snapshot(), None
+        saved, params, parameters = self._snapshot(), None, None
         try:
             with self._errors_reach_every_process(batch, step):
                 _check_has_values(batch, "batch")  # NB: before the negative phase reads it; no host sync
@@ -126,6 +126,8 @@ class TrainingObjective(ABC):
         except BaseException:
             if parameters is not None:
                 _restore_parameters(self.optim, parameters)
+            if params is not None:
+                zero_grads(set(params))  # NB: else the next update's backward would add to this one's gradients
             self._restore(saved)
             raise
         return self.last_loss
@@ -154,7 +156,11 @@ class TrainingObjective(ABC):
         params = list({site["value"].unconstrained(): None for site in param_capture.trace.nodes.values()})
         if not params:
             raise TrainingError(f"{type(self).__name__}: the model has no parameters to train")
-        loss.backward()
+        try:
+            loss.backward()
+        except BaseException:
+            zero_grads(set(params))  # NB: an interrupted backward leaves part of its gradients behind
+            raise
         if self.jit_compile and self._compiled.failed is None:
             self._params = (param_store_key(), tuple(params))
         return loss.detach(), params

@@ -170,3 +170,36 @@ def test_a_keyboard_interrupt_inside_the_optimizer_step_leaves_the_last_good_upd
         obj.step(data[:16])
     monkeypatch.undo()
     _assert_same(before, _snapshot(obj))
+
+
+@pytest.mark.parametrize("name", ["ScoreMatching", "PCD-HMC"])
+def test_an_update_interrupted_after_its_gradients_leaves_none_behind(name, monkeypatch):
+    from pyro_ebm.infer import objective
+
+    make, data_fn = TRAINERS[name]
+    batches = data_fn().split(16)
+    reference = make(pyro.optim.Adam({"lr": 0.01}))
+    for batch in batches[:3]:
+        reference.step(batch)
+    expected = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    obj = make(pyro.optim.Adam({"lr": 0.01}))
+    real, calls = objective._save_parameters, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:  # NB: update 2, after its backward, before the optimizer
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(objective, "_save_parameters", interrupted)
+    obj.step(batches[0])
+    with pytest.raises(KeyboardInterrupt):
+        obj.step(batches[1])
+    monkeypatch.undo()
+    assert all(p.grad is None or not bool(p.grad.any()) for _, p in pyro.get_param_store().named_parameters())
+    for batch in batches[1:3]:
+        obj.step(batch)
+    _assert_same(expected, {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()})
