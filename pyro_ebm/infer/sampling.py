@@ -227,14 +227,13 @@ def _restart(model, sampler, init, resume):
     """The state, adaptation, draws and next step of an interrupted run; torch's random state as it was then."""
     progress, last = resume["progress"], resume["last_state"]
     if isinstance(last, dict):  # NB: from a state dict: a fresh state on the model, the saved fields put back
-        x0 = init if init is not None else None
-        z = last["z"]
-        state = sampler.init(model, num_chains=z.shape[0], init=x0)
-        state = state.load_state_dict(last)
-        adaptation = sampler.adaptation(warmup_steps=progress["warmup_steps"])
-        adaptation.load_state_dict(progress["adaptation"])
+        state = sampler.init(model, num_chains=last["z"].shape[0], init=init).load_state_dict(last)
+        saved = progress["adaptation"]
     else:
-        state, adaptation = last, progress["adaptation"]
+        state, saved = last, progress["adaptation"].state_dict()
+    # NB: a fresh adaptation object, so that the interrupted run's own stays as it was (it can be resumed again)
+    adaptation = sampler.adaptation(warmup_steps=progress["warmup_steps"])
+    adaptation.load_state_dict(saved)
     fields = [name for name in SampleInfo._fields if name in resume["stats"] or name in resume["warmup_stats"]]
     draws = list(resume["x"].unbind(1))
     kept = _unstack(resume["stats"], fields)

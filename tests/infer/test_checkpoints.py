@@ -198,7 +198,7 @@ def test_ebm_sample_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, 
         part = ebm.sample(quadratic, ebm.samplers.HMC(), **kwargs)
     monkeypatch.undo()
     assert part.interrupted and part.x.shape[1] == max(0, stop_at - 60)
-    for resume in (part, _roundtrip(part.state_dict())):
+    for resume in (part, _roundtrip(part.state_dict()), part):  # NB: the same Samples resumed twice
         rest = ebm.sample(quadratic, ebm.samplers.HMC(), resume=resume, **kwargs)
         assert not rest.interrupted and torch.equal(rest.x, full.x)
         _assert_same(full.stats, rest.stats)
