@@ -73,11 +73,28 @@ def test_exact_log_partition_from_log_density_alone(float64):
     assert torch.allclose(ebm.infer.exact_log_partition(rbm), rbm.log_partition(), atol=1e-10)
 
 
-def test_large_layers_refused_with_a_clear_error():
-    rbm = ebm.models.RBM(30, 25)
-    with pytest.raises(ValueError, match="25 units.*at most 24.*AIS"):
+def test_large_layers_refused_with_a_run_time_estimate():
+    rbm = ebm.models.RBM(40, 31)
+    with pytest.raises(ValueError, match=r"31 units.*at most 30.*2\*\*31 states would take about .*AIS"):
         rbm.log_partition()
     assert torch.isfinite(ebm.models.RBM(30, 20).log_partition())
+
+
+def test_log_partition_is_float64_and_its_chunked_gradient_is_exact():
+    rbm = ebm.models.RBM(9, 7, init_scale=0.5)  # NB: float32 parameters
+    one = rbm.log_partition(chunk_size=2**14)
+    assert one.dtype == torch.float64
+    for chunk_size in (1, 4):  # NB: 2**7 and 2**5 chunks, each recomputed in the backward pass
+        many = rbm.log_partition(chunk_size=chunk_size)
+        assert torch.allclose(many, one, atol=1e-12)
+        g_many = torch.autograd.grad(many, [rbm.weight, rbm.visible_bias, rbm.hidden_bias])
+        g_one = torch.autograd.grad(rbm.log_partition(chunk_size=2**14), [rbm.weight, rbm.visible_bias,
+                                                                         rbm.hidden_bias])
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_many, g_one))
+    # NB: the gradient of log Z is the model's expectation of -dE/dtheta: for the visible bias, E_p[v]
+    v = torch.tensor([[(i >> k) & 1 for k in range(9)] for i in range(2**9)], dtype=torch.float64)
+    log_p = -rbm.free_energy(v.float()).double() - one
+    assert torch.allclose(g_one[1].double(), (log_p.exp()[:, None] * v).sum(0), atol=1e-6)
 
 
 def test_log_partition_in_many_chunks_equals_one_chunk(float64):
