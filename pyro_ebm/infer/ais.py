@@ -54,7 +54,10 @@ class AIS:
     single-site :class:`~pyro_ebm.samplers.Gibbs`; for continuous data, :class:`~pyro_ebm.samplers.HMC` whose step
     size is tuned in a short pilot run along the path (``pilot_temperatures`` points, ``pilot_steps`` steps of
     dual averaging each) and then frozen, interpolated in :math:`\beta` (adapting during the run itself biases
-    log Z). Any ``ebm.samplers`` kernel may be passed; a gradient kernel gets the same pilot.
+    log Z). Any ``ebm.samplers`` kernel may be passed; a gradient kernel gets the same pilot. A
+    :class:`~pyro_ebm.models.GaussianBernoulliRBM` has continuous data and an improper (Lebesgue) base: it is
+    annealed from a Gaussian fitted to ``data`` with HMC (:class:`~pyro_ebm.samplers.BlockGibbs` samples the
+    model's own tempered conditionals, not this path, and is refused).
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param sampler: the transition kernel (default as above).

@@ -1,4 +1,5 @@
-"""Gibbs samplers for discrete data: block Gibbs for RBMs and single-site Gibbs for any binary or spin model."""
+"""Gibbs samplers: block Gibbs for RBMs (binary or Gaussian visible units) and single-site Gibbs for any binary or spin
+model."""
 
 import functools
 from typing import NamedTuple
@@ -7,7 +8,9 @@ import pyro
 import torch
 
 from pyro_ebm.distributions import support_values
+from pyro_ebm.models.gaussian_bernoulli_rbm import GaussianBernoulliRBM
 from pyro_ebm.models.rbm import RBM
+from pyro_ebm.samplers.annealed import AnnealedTarget
 from pyro_ebm.samplers.base import Sampler, checkpointable
 from pyro_ebm.samplers.target import Target
 
@@ -31,10 +34,13 @@ class BlockGibbsState(NamedTuple):
 
 class BlockGibbs(Sampler):
     r"""
-    Block Gibbs sampling of a :class:`~pyro_ebm.models.RBM`: all hidden units given the visible ones, then
-    all visible units given the hidden ones, for every chain at once. At inverse temperature ``beta`` it
-    samples :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}` (the RBM's tempered conditionals,
-    :meth:`~pyro_ebm.models.RBM.hidden_given_visible`).
+    Block Gibbs sampling of a :class:`~pyro_ebm.models.RBM` or a :class:`~pyro_ebm.models.GaussianBernoulliRBM`:
+    all hidden units given the visible ones, then all visible units given the hidden ones, for every chain at
+    once. At inverse temperature ``beta`` it samples :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}` (the
+    models' tempered conditionals, :meth:`~pyro_ebm.models.RBM.hidden_given_visible`; ``beta > 0`` for Gaussian
+    visible units, whose variance is :math:`\sigma^2 / \beta`). It samples the model's own tempered
+    distribution, not an annealed path from another base (:class:`~pyro_ebm.samplers.AnnealedTarget`, which it
+    refuses).
 
     :param float beta: the inverse temperature new chains start at (a number, or a tensor with one value per
         chain); it is part of the state (``state.beta``), so one kernel serves chains at any temperature.
@@ -49,22 +55,31 @@ class BlockGibbs(Sampler):
 
     @staticmethod
     def _rbm(target):
-        rbm = target.model.model
-        if not isinstance(rbm, RBM):
+        rbm = None if target.model is None else target.model.model
+        if not isinstance(rbm, (RBM, GaussianBernoulliRBM)):
+            what = "a potential_fn" if rbm is None else type(rbm).__name__
             raise ValueError(
-                f"BlockGibbs samples an ebm.models.RBM, got {type(rbm).__name__}; use ebm.samplers.Gibbs() for "
-                "other binary or spin models"
+                f"BlockGibbs samples an ebm.models.RBM or GaussianBernoulliRBM, got {what}; use "
+                "ebm.samplers.Gibbs() for other binary or spin models"
             )
         return rbm
 
     def check_target(self, target):
-        super().check_target(target)
-        self._rbm(target)
+        if isinstance(target, AnnealedTarget):
+            raise ValueError(
+                "BlockGibbs samples an RBM's own tempered conditionals, not an annealed path from a base "
+                "(AnnealedTarget); use ebm.samplers.HMC (continuous data) or Gibbs (discrete data) for that"
+            )
+        if not isinstance(self._rbm(target), GaussianBernoulliRBM):  # NB: Gaussian visible units are continuous
+            super().check_target(target)
 
     def init_state(self, target, z):
         self.check_target(target)
         beta = torch.as_tensor(self.beta, dtype=z.dtype, device=z.device)
         beta = beta.unsqueeze(-1) if beta.dim() else beta
+        if isinstance(self._rbm(target), GaussianBernoulliRBM) and not bool((beta > 0).all()):
+            raise ValueError(f"BlockGibbs on Gaussian visible units needs beta > 0 (their variance is sigma^2 / beta), "
+                             f"got {self.beta}")
         with torch.no_grad():
             h = self._rbm(target).hidden_given_visible(z, beta).sample()
         return BlockGibbsState(z, h, beta, target)
@@ -82,6 +97,11 @@ def _sweep(rbm, z, beta):
     """h ~ p_beta(h | v = z), then v ~ p_beta(v | h): a pure function of tensors, what ``jit_compile`` traces."""
     # NB: no argument validation: its data-dependent checks would also stop the trace
     with torch.no_grad(), pyro.validation_enabled(False):
+        if isinstance(rbm, GaussianBernoulliRBM):
+            u = torch.rand(z.shape[:-1] + (rbm.num_hidden,), dtype=z.dtype, device=z.device)
+            h = _bernoulli(rbm.hidden_given_visible(z, beta), u)
+            fn = rbm.visible_given_hidden(h, beta).base_dist
+            return fn.loc + fn.scale * torch.randn_like(fn.loc), h
         # NB: one uniform draw for both halves of the sweep: one random operation, not two, per compiled step
         u = torch.rand(z.shape[:-1] + (rbm.num_hidden + z.shape[-1],), dtype=z.dtype, device=z.device)
         h = _bernoulli(rbm.hidden_given_visible(z, beta), u[..., : rbm.num_hidden])
