@@ -21,6 +21,7 @@ from pyro_ebm.infer.arviz import az, to_inference_data
 from pyro_ebm.infer.discrete import pseudo_log_likelihood
 from pyro_ebm.infer.estimates import LogPartitionEstimate, log_likelihood
 from pyro_ebm.ops.annealing import log_mean_exp
+from pyro_ebm.ops.state import clone
 
 logger = logging.getLogger("pyro_ebm")
 
@@ -328,12 +329,12 @@ class TrainingMonitor:
             "history": {name: [_plain(v) for v in self.history[name]] for name in COLUMNS},
             "updates": self._updates,
             "seconds": None if self._t0 is None else time.perf_counter() - self._t0,
-            "window": [x.detach().clone() for x in self._window],
-            "log_z": _clone(self._log_z),
+            "window": clone(list(self._window)),
+            "log_z": clone(self._log_z),
             "anchor_log_partition": self.anchor_log_partition,
-            "lp_before": _clone(self._lp_before),
+            "lp_before": clone(self._lp_before),
             "lp_before_step": self._lp_before_step,
-            "divergences": _clone(self._divergences),
+            "divergences": clone(self._divergences),
             "last_ais": None if self.last_ais is None else self.last_ais.state_dict(),
         }
 
@@ -367,9 +368,9 @@ class TrainingMonitor:
         # NB: everything built first: a bad state changes nothing
         self.history, self.run_id, self._updates, self._t0, self._window = (
             history, str(state_dict["run_id"]), int(state_dict["updates"]), t0, window)
-        self._log_z, self.anchor_log_partition = _clone(state_dict["log_z"]), None if anchor is None else float(anchor)
-        self._lp_before, self._lp_before_step = _clone(state_dict["lp_before"]), state_dict["lp_before_step"]
-        self._divergences, self.last_ais, self._idata = _clone(state_dict["divergences"]), last_ais, None
+        self._log_z, self.anchor_log_partition = clone(state_dict["log_z"]), None if anchor is None else float(anchor)
+        self._lp_before, self._lp_before_step = clone(state_dict["lp_before"]), state_dict["lp_before_step"]
+        self._divergences, self.last_ais, self._idata = clone(state_dict["divergences"]), last_ais, None
 
     # ------------------------------------------------------------------ output
 
@@ -527,10 +528,6 @@ def _json_number(v):
 def _plain(v):
     """A history value as a plain Python number (a 0-d tensor or NumPy scalar would not be)."""
     return v.item() if hasattr(v, "item") else v
-
-
-def _clone(x):
-    return None if x is None else torch.as_tensor(x).detach().clone()
 
 
 # ------------------------------------------------------------------ files of a save

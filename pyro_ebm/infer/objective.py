@@ -72,7 +72,7 @@ class TrainingObjective(ABC):
         self.last_loss = None
         self.last_batch = None
         self._params = None  # (param store key, parameters) found by the last eager step, for the compiled loss
-        self._param_names = []  # the param store names of the parameters of the last update, in its order
+        self._trained = []  # the parameters of the last update, in its order (their names go in state_dict)
         self._compiled = CompiledFunction(self._compiled_loss_and_grads, key_fn=param_store_key) if jit_compile else None
 
     @abstractmethod
@@ -181,7 +181,7 @@ class TrainingObjective(ABC):
             if problem is not None:
                 _restore_parameters(self.optim, saved)  # NB: first, so the message reads the last good model
                 raise self._non_finite_error(problem, step)
-            self._param_names = [pyro.get_param_store().param_name(p) for p in params]
+            self._trained = list(params)
         finally:
             zero_grads(set(params))
 
@@ -219,10 +219,10 @@ class TrainingObjective(ABC):
         :func:`_save_parameters`): the counters, torch's random state, the compiled loss's parameters, and
         :meth:`_progress`."""
         counters = (self.num_updates, self.last_loss, self.last_batch)
-        return counters, get_rng_state(self._device()), self._params, self._param_names, self._progress()
+        return counters, get_rng_state(self._device()), self._params, self._trained, self._progress()
 
     def _restore(self, saved):
-        counters, rng, self._params, self._param_names, progress = saved
+        counters, rng, self._params, self._trained, progress = saved
         self.num_updates, self.last_loss, self.last_batch = counters
         set_rng_state(rng)
         self._load_progress(progress)
@@ -265,7 +265,7 @@ class TrainingObjective(ABC):
         store = pyro.get_param_store()
         own = self._own_params()
         tensors = dict(store.named_parameters())
-        names = [n for n in self._param_names if n not in own.values()]
+        names = [n for n in map(store.param_name, self._trained) if n not in own.values()]
         optim_state = self.optim.get_state()
         state = {
             "type": type(self).__name__,
@@ -327,8 +327,8 @@ class TrainingObjective(ABC):
         self.num_updates = state_dict["num_updates"]
         self.last_loss = state_dict["last_loss"]
         self.last_batch = batch
-        self._param_names = [targets[n][0] for n in state_dict["param_names"]]
-        self._param_names += [own[k] for k in state_dict["own_params"]]
+        self._trained = [targets[n][1] for n in state_dict["param_names"]]
+        self._trained += [targets[own[k]][1] for k in state_dict["own_params"]]
         self._params = None  # NB: the next update runs eagerly, finding the parameters (and compiling) again
         set_rng_state(state_dict["rng"])
 
