@@ -3,6 +3,8 @@
 import torch
 
 from pyro_ebm.infer.objective import TrainingError, TrainingObjective
+from pyro_ebm.models.rbm import RBM
+from pyro_ebm.samplers import BlockGibbs
 from pyro_ebm.samplers.base import SampleInfo, Sampler
 
 _INIT_CHOICES = ("data", "base")
@@ -34,6 +36,7 @@ class _ContrastiveDivergence(TrainingObjective):
         self.energy_l2 = energy_l2
         self.divergence_patience = divergence_patience
         self._divergent_updates = 0
+        self._in_update = False
         # NB: the model moves under the chains; a step size frozen after warmup made PCD diverge on a 2-D ring
         # (acceptance 0, loss -900). So a sampler that adapts during warmup keeps adapting here; the user's
         # sampler object is not changed.
@@ -56,15 +59,43 @@ class _ContrastiveDivergence(TrainingObjective):
     def _inputs(self, batch):
         if self.state is None:
             raise RuntimeError(f"{type(self).__name__} has no negative samples yet: call step(batch) first")
+        if self._in_update and self._rbm_block_gibbs():
+            return self.chains, self.state.hidden_preactivation
         return (self.chains,)
 
-    def _loss(self, batch, chains, validate=True):
+    def _rbm_block_gibbs(self):
+        """The RBM, when the model is an ``ebm.models.RBM`` itself (not a subclass or a program around one) and
+        the negative phase is block Gibbs: its sweep leaves the negatives' hidden pre-activations in the state."""
+        rbm = self.model.model
+        return rbm if type(rbm) is RBM and isinstance(self.sampler, BlockGibbs) else None
+
+    def _loss_and_gradients(self, batch, step):
+        # NB: within an update the negatives' hidden pre-activations are those of the sweep just taken, at the
+        # parameters the loss reads; after the optimizer's step (a user's loss(batch)) they are stale
+        self._in_update = True
+        try:
+            return super()._loss_and_gradients(batch, step)
+        finally:
+            self._in_update = False
+
+    def _loss(self, batch, chains, hidden_preactivation=None, validate=True):
         r"""
         :math:`\overline{E(x_{data})} - \overline{E(x_{neg})} + \alpha\,(\overline{E(x_{data})^2} +
         \overline{E(x_{neg})^2})` on ``batch`` and the chains (held fixed), with :math:`\alpha` = ``energy_l2``.
+        With ``hidden_preactivation`` (an RBM under block Gibbs, within an update) the negatives' free energy reuses
+        the sweep's :math:`W x_{neg} + c`: five matrix products per PCD-1 update instead of six.
         """
         batch = torch.as_tensor(batch)
-        if batch.shape[1:] == chains.shape[1:]:
+        if hidden_preactivation is not None and not validate:
+            # NB: the batch was checked by check_data; the data's pre-activations without a graph and one affine
+            # map's backward pass for data and negatives together (the gradient of W is one matrix product)
+            rbm = self._rbm_block_gibbs()
+            x = torch.cat([batch.to(chains.dtype), chains])
+            with torch.no_grad():
+                a = torch.cat([rbm.hidden_preactivation(x[: batch.shape[0]]), hidden_preactivation])
+            energy = rbm.free_energy(x, hidden_preactivation=a)
+            e_data, e_neg = energy[: batch.shape[0]], energy[batch.shape[0] :]
+        elif batch.shape[1:] == chains.shape[1:]:
             # NB: one pass over data and negatives together halves the Pyro program's per-call overhead
             energy = self.model.energy(torch.cat([batch.to(chains.dtype), chains]), validate=validate)
             e_data, e_neg = energy[: batch.shape[0]], energy[batch.shape[0] :]
@@ -157,8 +188,7 @@ class _ContrastiveDivergence(TrainingObjective):
             if per_chain:  # per-chain parts cannot follow a change in the number of chains: start afresh
                 self._start(x.shape[0], x)
                 return
-        z = state.target.from_data(x.to(state.z.dtype))
-        self.state = self.sampler.refresh(state._replace(z=z))
+        self.state = self.sampler.restart(state, state.target.from_data(x.to(state.z.dtype)))
 
 
 class PCD(_ContrastiveDivergence):
@@ -251,6 +281,18 @@ class PCD(_ContrastiveDivergence):
             return batch[idx].detach()
         return self.state.target.initial_chains(num)
 
+    def _replay(self, batch):
+        """The replay-buffer restarts: each chain restarted from :meth:`_draw` with probability ``reinit_prob``;
+        whether any was (the state is then also refreshed for the new parameters)."""
+        x = self.chains
+        restart = torch.rand(x.shape[0], device=x.device) < self.reinit_prob
+        if not bool(restart.any()):
+            return False
+        fresh = self._draw(batch, x.shape[0]).to(x.dtype)
+        mask = restart.reshape((-1,) + (1,) * (x.dim() - 1))
+        self.state = self.sampler.restart(self.state, self.state.target.from_data(torch.where(mask, fresh, x)))
+        return True
+
     def _prepare(self, batch):
         if self.state is None:
             init = self.init if torch.is_tensor(self.init) else None
@@ -258,14 +300,7 @@ class PCD(_ContrastiveDivergence):
                 self.model.log_density(batch)  # validates the batch before chains start from it
                 init = self._draw(batch, self.num_chains)
             self._start(self.num_chains, init)
-        else:
-            if self.reinit_prob > 0:  # the replay-buffer restarts
-                x = self.chains
-                restart = torch.rand(x.shape[0], device=x.device) < self.reinit_prob
-                if bool(restart.any()):
-                    fresh = self._draw(batch, x.shape[0]).to(x.dtype)
-                    mask = restart.reshape((-1,) + (1,) * (x.dim() - 1))
-                    self.state = self.state._replace(z=self.state.target.from_data(torch.where(mask, fresh, x)))
+        elif not (self.reinit_prob > 0 and self._replay(batch)):
             # NB: the parameters changed since the chains' log densities were cached
             self.state = self.sampler.refresh(self.state)
         self._advance()

@@ -127,6 +127,10 @@ class GaussianBernoulliRBM(EnergyModule):
 
     # ---------------------------------------------------------------- conditionals
 
+    def hidden_preactivation(self, v):
+        r""":math:`c + W (v / \sigma^2)` ``(batch, H)``: the logits of :math:`p(h \mid v)` at inverse temperature 1."""
+        return _hidden_logits(v, self.weight, self.hidden_bias, self.log_sigma2)
+
     def hidden_given_visible(self, v, beta=1.0):
         r""":math:`p_\beta(h \mid v)`: independent Bernoullis with logits
         :math:`\beta (c_j + \sum_i W_{ji} v_i / \sigma_i^2)`."""

@@ -220,6 +220,15 @@ class Sampler(MCMCKernel):
                 return state._replace(log_prob=target.log_prob(state.z), target=target)
         return state._replace(target=target)
 
+    def restart(self, state, z):
+        """
+        ``state`` with its chains moved to ``z`` (flat chains in the kernel's space, e.g. ``target.from_data(x)``):
+        the settings kept (step size, mass matrix, temperature), whatever the kernel keeps about the chains
+        recomputed for them (:meth:`refresh`), or redrawn (block Gibbs' hidden units). Drivers move chains with
+        it, never by replacing ``state.z`` alone.
+        """
+        return self.refresh(state._replace(z=z))
+
     def to_data(self, state):
         """The chains of ``state`` in the data's own space, ``(num_chains, *event_shape)``."""
         return state.target.to_data(state.z)
@@ -303,7 +312,7 @@ class _PyroRun:
         sampler = self.sampler
         if not torch.equal(x, sampler.to_data(self.state)):  # the caller moved the chains: restart from there
             target = self.state.target
-            self.state = sampler.refresh(self.state._replace(z=target.from_data(x)))
+            self.state = sampler.restart(self.state, target.from_data(x))
         self.state, info = sampler.step(self.state)
         self.state = self.adaptation.update(self.state, info)
         self.stats.append(info)

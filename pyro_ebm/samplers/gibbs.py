@@ -9,7 +9,7 @@ import torch
 
 from pyro_ebm.distributions import support_values
 from pyro_ebm.models.gaussian_bernoulli_rbm import GaussianBernoulliRBM
-from pyro_ebm.models.rbm import RBM
+from pyro_ebm.models.rbm import RBM, visible_logits
 from pyro_ebm.samplers.annealed import AnnealedTarget
 from pyro_ebm.samplers.base import Sampler, checkpointable
 from pyro_ebm.samplers.target import Target
@@ -21,13 +21,17 @@ class BlockGibbsState(NamedTuple):
     State of :class:`BlockGibbs` chains.
 
     :ivar z: visible units ``(num_chains, V)``.
-    :ivar h: hidden units ``(num_chains, H)`` drawn given ``z`` in the last step.
+    :ivar h: hidden units ``(num_chains, H)`` drawn given ``z``; the next sweep starts from them.
+    :ivar hidden_preactivation: the hidden units' logits at inverse temperature 1 given ``z``
+        (:meth:`~pyro_ebm.models.RBM.hidden_preactivation`), at the parameters of the last step: what PCD reuses
+        for the negatives' free energy while the parameters have not changed.
     :ivar beta: inverse temperature: a 0-d tensor, or ``(num_chains, 1)`` with one value per chain.
     :ivar target: the :class:`~pyro_ebm.samplers.Target` of the RBM.
     """
 
     z: torch.Tensor
     h: torch.Tensor
+    hidden_preactivation: torch.Tensor
     beta: torch.Tensor
     target: Target
 
@@ -35,9 +39,11 @@ class BlockGibbsState(NamedTuple):
 class BlockGibbs(Sampler):
     r"""
     Block Gibbs sampling of a :class:`~pyro_ebm.models.RBM` or a :class:`~pyro_ebm.models.GaussianBernoulliRBM`:
-    all hidden units given the visible ones, then all visible units given the hidden ones, for every chain at
-    once. At inverse temperature ``beta`` it samples :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}` (the
-    models' tempered conditionals, :meth:`~pyro_ebm.models.RBM.hidden_given_visible`; ``beta > 0`` for Gaussian
+    all visible units given the hidden ones, then all hidden units given the new visible ones, for every chain at
+    once (the state holds both layers; a new state draws its hidden units given the visible ones it starts at).
+    The state also keeps the hidden pre-activations of its visible units, which PCD reuses for their free energy.
+    At inverse temperature ``beta`` it samples :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}` (the models'
+    tempered conditionals, :meth:`~pyro_ebm.models.RBM.hidden_given_visible`; ``beta > 0`` for Gaussian
     visible units, whose variance is :math:`\sigma^2 / \beta`). It samples the model's own tempered
     distribution, not an annealed path from another base (:class:`~pyro_ebm.samplers.AnnealedTarget`, which it
     refuses).
@@ -80,40 +86,49 @@ class BlockGibbs(Sampler):
         if isinstance(self._rbm(target), GaussianBernoulliRBM) and not bool((beta > 0).all()):
             raise ValueError(f"BlockGibbs on Gaussian visible units needs beta > 0 (their variance is sigma^2 / beta), "
                              f"got {self.beta}")
+        return self._at(target, z, beta)
+
+    def _at(self, target, z, beta):
+        """The state of chains at visible units ``z``: hidden units drawn given them."""
         with torch.no_grad():
-            h = self._rbm(target).hidden_given_visible(z, beta).sample()
-        return BlockGibbsState(z, h, beta, target)
+            a = self._rbm(target).hidden_preactivation(z)
+            h = (torch.rand_like(a) < torch.sigmoid(beta * a)).to(z.dtype)
+        return BlockGibbsState(z, h, a, beta, target)
+
+    def restart(self, state, z):
+        """Chains moved to ``z``: their hidden units drawn afresh given ``z`` (the next sweep starts from them),
+        at the state's inverse temperature."""
+        return self._at(state.target, z, state.beta)
 
     def step(self, state):
         sweep = functools.partial(_sweep, self._rbm(state.target))
         if self.jit_compile:
             sweep = state.target.compiled("block_gibbs.sweep", sweep)
-        v, h = sweep(state.z, state.beta)
+        v, h, a = sweep(state.h, state.beta)
         ones = torch.ones(v.shape[0], dtype=v.dtype, device=v.device)  # NB: every move is accepted
-        return state._replace(z=v, h=h), self._info(ones, ones.bool(), ~ones.bool(), 0.0, 1)
+        return state._replace(z=v, h=h, hidden_preactivation=a), self._info(ones, ones.bool(), ~ones.bool(), 0.0, 1)
 
 
-def _sweep(rbm, z, beta):
-    """h ~ p_beta(h | v = z), then v ~ p_beta(v | h): a pure function of tensors, what ``jit_compile`` traces."""
+def _sweep(rbm, h, beta):
+    """v ~ p_beta(v | h), then h ~ p_beta(h | v), and the new hidden pre-activations: a pure function of tensors,
+    what ``jit_compile`` traces."""
     # NB: no argument validation: its data-dependent checks would also stop the trace
     with torch.no_grad(), pyro.validation_enabled(False):
         if isinstance(rbm, GaussianBernoulliRBM):
-            u = torch.rand(z.shape[:-1] + (rbm.num_hidden,), dtype=z.dtype, device=z.device)
-            h = _bernoulli(rbm.hidden_given_visible(z, beta), u)
             fn = rbm.visible_given_hidden(h, beta).base_dist
-            return fn.loc + fn.scale * torch.randn_like(fn.loc), h
-        # NB: one uniform draw for both halves of the sweep: one random operation, not two, per compiled step
-        u = torch.rand(z.shape[:-1] + (rbm.num_hidden + z.shape[-1],), dtype=z.dtype, device=z.device)
-        h = _bernoulli(rbm.hidden_given_visible(z, beta), u[..., : rbm.num_hidden])
-        v = _bernoulli(rbm.visible_given_hidden(h, beta), u[..., rbm.num_hidden :])
-    return v, h
-
-
-def _bernoulli(fn, u):
-    """A draw of independent Bernoullis as ``u < p`` from uniforms ``u``: NB the same numbers eagerly and compiled
-    in every dtype (compiled ``aten.bernoulli`` draws differently from eager's in float64)."""
-    p = fn.base_dist.probs
-    return (u < p).to(p.dtype)
+            v = fn.loc + fn.scale * torch.randn_like(fn.loc)
+            u = torch.rand(h.shape, dtype=h.dtype, device=h.device)
+        else:
+            # NB: one uniform draw for both halves of the sweep: one random operation, not two, per compiled step;
+            # a Bernoulli as u < p gives the same numbers eagerly and compiled in every dtype (compiled
+            # aten.bernoulli draws differently from eager's in float64)
+            num_visible = rbm.num_visible
+            u = torch.rand(h.shape[:-1] + (num_visible + h.shape[-1],), dtype=h.dtype, device=h.device)
+            p = torch.sigmoid(visible_logits(h, rbm.weight, rbm.visible_bias, beta))
+            v = (u[..., :num_visible] < p).to(h.dtype)
+            u = u[..., num_visible:]
+        a = rbm.hidden_preactivation(v)
+        return v, (u < torch.sigmoid(beta * a)).to(h.dtype), a
 
 
 @checkpointable

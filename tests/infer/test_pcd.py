@@ -1,5 +1,6 @@
 """PCD and CD-k: known answers (Gaussian MLE, RBM against scikit-learn), restarts, determinism, failures."""
 
+import itertools
 import math
 
 import pyro
@@ -308,3 +309,71 @@ def test_jit_compile_non_finite_loss_is_still_an_error():
         model.loc.fill_(float("inf"))
     with pytest.raises(TrainingError, match="step 3"):
         pcd.step(torch.randn(8, 2))
+
+
+def test_pcd_on_an_rbm_reuses_the_sweeps_hidden_preactivations_with_the_same_updates():
+    # PCD with block Gibbs on an ebm.models.RBM takes the negatives' W x + c from the sweep (five matrix products
+    # per update, not six); an RBM subclass runs the generic path. Both draw the same random numbers, so the
+    # parameters must agree to float32 rounding after several updates.
+    class PlainRBM(ebm.models.RBM):
+        pass
+
+    data = (torch.rand(60, 12) < 0.3).float()
+    runs = []
+    for cls in (ebm.models.RBM, PlainRBM):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        rbm = cls(12, 5, init_scale=0.5)
+        pcd = PCD(rbm, ebm.samplers.BlockGibbs(), pyro.optim.Adam({"lr": 0.05}), num_chains=15)
+        assert (pcd._rbm_block_gibbs() is not None) == (cls is ebm.models.RBM)
+        losses = [pcd.step(batch) for _ in range(3) for batch in data.split(20)]
+        runs.append((losses, [p.detach().clone() for p in (rbm.weight, rbm.visible_bias, rbm.hidden_bias)]))
+    (fused_loss, fused), (generic_loss, generic) = runs
+    assert fused_loss == pytest.approx(generic_loss, abs=1e-5)
+    for a, b in zip(fused, generic):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # after the update the cached pre-activations are stale: pcd.loss(batch) uses the current parameters
+    with torch.no_grad():
+        expected = rbm.free_energy(data[:20]).mean() - rbm.free_energy(pcd.chains).mean()
+    assert float(pcd.loss(data[:20]).detach()) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_rbm_free_energy_from_known_hidden_preactivations_has_the_full_gradients():
+    torch.manual_seed(0)
+    rbm = ebm.models.RBM(7, 4, init_scale=1.0, visible_bias=torch.randn(7), hidden_bias=torch.randn(4))
+    v = (torch.rand(9, 7) < 0.5).float()
+    params = (rbm.weight, rbm.visible_bias, rbm.hidden_bias)
+    for beta in (1.0, 0.3, torch.full((9, 1), 0.7)):
+        full = rbm.free_energy(v, beta)
+        with torch.no_grad():
+            a = rbm.hidden_preactivation(v)
+        known = rbm.free_energy(v, beta, hidden_preactivation=a)
+        torch.testing.assert_close(known, full)
+        weights = torch.randn(9)
+        for g1, g2 in zip(torch.autograd.grad((full * weights).sum(), params),
+                          torch.autograd.grad((known * weights).sum(), params)):
+            torch.testing.assert_close(g1, g2)
+
+
+def test_cd_with_block_gibbs_redraws_the_hidden_units_at_each_batch():
+    # the sweep starts from the hidden units, so a restart at the batch must draw them given the batch: CD-1
+    # with zero learning rate then leaves negatives whose pre-activations belong to them, from the batch's h
+    rbm = ebm.models.RBM(10, 4, init_scale=2.0)
+    cd = CD(rbm, ebm.samplers.BlockGibbs(), pyro.optim.SGD({"lr": 0.0}), k=1)
+    ones, zeros = torch.ones(2000, 10), torch.zeros(2000, 10)
+    means = []
+    for batch in (ones, zeros, ones):
+        cd.step(batch)
+        state = cd.state
+        torch.testing.assert_close(state.hidden_preactivation, rbm.hidden_preactivation(state.z).detach())
+        means.append(cd.chains.mean(0))
+    with torch.no_grad():  # E[v1 | v0] for CD-1 from all-ones and from all-zeros rows, exactly
+        h_probs = [torch.sigmoid(rbm.hidden_preactivation(x[:1])) for x in (ones, zeros)]
+        hs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)))
+        exact = []
+        for p in h_probs:
+            weight = (hs * p + (1 - hs) * (1 - p)).prod(-1, keepdim=True)
+            exact.append((weight * torch.sigmoid(hs @ rbm.weight + rbm.visible_bias)).sum(0))
+    # 2000 chains: each pixel mean has sd <= 0.5 / sqrt(2000) = 0.011; 5 sd = 0.056
+    for got, want in zip(means, (exact[0], exact[1], exact[0])):
+        assert float((got - want).abs().max()) < 0.056
