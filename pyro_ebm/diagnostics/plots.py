@@ -10,6 +10,7 @@ except the ArviZ plots, which ArviZ draws through pyplot.
 import math
 import warnings
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -45,19 +46,35 @@ def _image_shape(dim, image_shape):
 
 
 def _grid(images, ncols, title, cmap="gray", symmetric=False):
-    n = images.shape[0]
-    ncols = ncols or math.ceil(math.sqrt(n))
+    """``images`` ``(n, rows, cols[, channels])`` tiled into one mosaic, drawn by one ``imshow`` on one scale (one
+    ``Axes`` per image took ~10 s for the 500 filters of a 784 x 500 RBM; the mosaic takes a fraction of a
+    second), one blank pixel between tiles."""
+    n, rows, cols = images.shape[:3]
+    ncols = min(ncols or math.ceil(math.sqrt(n)), n)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(1.2 * ncols, 1.2 * nrows + (0.4 if title else 0)))
-    vmax = np.abs(images).max() if symmetric else None
-    for i in range(nrows * ncols):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.set_axis_off()
-        if i < n:
-            kwargs = {"vmin": -vmax, "vmax": vmax} if symmetric else {}
-            ax.imshow(images[i], cmap=cmap, interpolation="nearest", **kwargs)
+    gap = 1
+    color = images.ndim == 4
+    mosaic = np.full((nrows * (rows + gap) - gap, ncols * (cols + gap) - gap) + images.shape[3:],
+                     1.0 if color else np.nan)  # NB: NaN shows as the background of a colormapped image
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        mosaic[r * (rows + gap) : r * (rows + gap) + rows, c * (cols + gap) : c * (cols + gap) + cols] = images[i]
+    width = min(1.2 * ncols, 12.0)
+    height = width * mosaic.shape[0] / mosaic.shape[1] + (0.4 if title else 0)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axis_off()
+    kwargs = {}
+    if not color:
+        finite = mosaic[np.isfinite(mosaic)]
+        colormap = matplotlib.colormaps[cmap].with_extremes(bad="white")
+        if symmetric:
+            vmax = float(np.abs(finite).max()) if finite.size else 1.0
+            kwargs = {"vmin": -vmax, "vmax": vmax}
+        kwargs["cmap"] = colormap
+    ax.imshow(mosaic, interpolation="nearest", **kwargs)
     if title:
-        fig.suptitle(title)
+        ax.set_title(title)
     return fig
 
 

@@ -2,8 +2,10 @@
 
 import json
 import math
+import time
 
 import matplotlib
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -133,10 +135,16 @@ def test_plots_contain_their_images_and_axes(digits):
     train, _ = digits
     rbm = ebm.models.RBM(64, 6)
     fig = plots.plot_filters(rbm)
-    assert sum(len(ax.images) for ax in fig.axes) == 6
-    assert fig.axes[0].images[0].get_array().shape == (8, 8)
+    (image,) = [im for ax in fig.axes for im in ax.images]  # one mosaic: 6 filters of 8x8 in 2 rows of 3
+    mosaic = image.get_array()
+    assert mosaic.shape == (2 * 9 - 1, 3 * 9 - 1)
+    w = rbm.weight.detach().double().numpy()
+    np.testing.assert_allclose(mosaic[9:17, 18:26], w[5].reshape(8, 8))  # the 6th filter: row 2, column 3
+    assert image.get_clim() == pytest.approx((-np.abs(w).max(), np.abs(w).max()))  # one symmetric scale
+    assert bool(np.ma.getmaskarray(mosaic)[8].all())  # the blank line between the rows
     fig = plots.plot_samples(train[:10])
-    assert sum(len(ax.images) for ax in fig.axes) == 10
+    (image,) = [im for ax in fig.axes for im in ax.images]
+    assert image.get_array().shape == (3 * 9 - 1, 4 * 9 - 1)
     with pytest.raises(ValueError, match="square image"):
         plots.plot_samples(torch.zeros(3, 10))
     ring = ebm.datasets.Ring()
@@ -171,3 +179,20 @@ def test_bad_settings():
 def test_plot_density_2d_needs_two_dimensions():
     with pytest.raises(ValueError, match="R\\^2"):
         plots.plot_density_2d(ebm.models.GaussianEnergy(3))
+
+
+def test_image_plots_at_mnist_size_are_one_mosaic():
+    # 500 filters of a 784 x 500 RBM and 100 samples of 28 x 28: one image each, drawn in well under a second
+    rbm = ebm.models.RBM(784, 500)
+    t0 = time.perf_counter()
+    fig = plots.plot_filters(rbm, title="filters")
+    fig.canvas.draw()
+    (image,) = [im for ax in fig.axes for im in ax.images]
+    assert image.get_array().shape == (22 * 29 - 1, 23 * 29 - 1)  # ceil(sqrt(500)) = 23 columns, 22 rows
+    samples = (torch.rand(100, 784) < 0.2).float()
+    fig = plots.plot_samples(samples, ncols=20)
+    fig.canvas.draw()
+    (image,) = [im for ax in fig.axes for im in ax.images]
+    assert image.get_array().shape == (5 * 29 - 1, 20 * 29 - 1)
+    np.testing.assert_array_equal(image.get_array()[29:57, 29:57], samples[21].reshape(28, 28).numpy())
+    assert time.perf_counter() - t0 < 10  # NB: ~0.5 s here; one Axes per filter took ~10 s for the filters alone

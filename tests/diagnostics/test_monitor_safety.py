@@ -362,9 +362,13 @@ def test_negative_sample_figures_follow_the_event_shape():
         assert len(fig.axes) == panels and all(ax.patches and not ax.images for ax in fig.axes), shape
     for shape, image in (((80, 64), (8, 8)), ((5, 784), (28, 28)), ((6, 4, 5), (4, 5)), ((6, 1, 4, 5), (4, 5)),
                          ((6, 3, 4, 5), (4, 5, 3)), ((10, 16), (4, 4))):
-        fig = plots.plot_negative_samples(torch.rand(*shape, generator=g))  # images, at most 64
-        images = [im for ax in fig.axes for im in ax.images]
-        assert len(images) == min(shape[0], 64) and images[0].get_array().shape == image, shape
+        fig = plots.plot_negative_samples(torch.rand(*shape, generator=g))  # images, at most 64, in one mosaic
+        (mosaic,) = [im.get_array() for ax in fig.axes for im in ax.images]
+        n = min(shape[0], 64)
+        ncols = math.ceil(math.sqrt(n))
+        nrows = math.ceil(n / ncols)
+        tiles = (nrows * (image[0] + 1) - 1, ncols * (image[1] + 1) - 1) + image[2:]  # one blank pixel between
+        assert mosaic.shape == tiles, shape
     with pytest.raises(ValueError, match="plot_scatter_2d"):
         plots.plot_scatter_2d(torch.zeros(3, 3))
 
