@@ -12,15 +12,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pyro_ebm.infer.estimates import LogPartitionEstimate
-from pyro_ebm.infer.paths import RBMPath, SamplerPath, StepSizeSchedule, pilot_step_sizes
+from pyro_ebm.infer.paths import GaussianRBMPath, RBMPath, SamplerPath, StepSizeSchedule, pilot_step_sizes
 from pyro_ebm.infer.reference import (
     base_rate_logits,
     bernoulli_logits_of,
     default_base,
+    diagonal_normal_of,
     event_distribution,
     unvalidated,
 )
 from pyro_ebm.model import as_energy_model
+from pyro_ebm.models.gaussian_bernoulli_rbm import GaussianBernoulliRBM
 from pyro_ebm.models.rbm import RBM
 from pyro_ebm.ops.annealing import annealing_schedule
 from pyro_ebm.ops.interrupts import deferred_interrupt
@@ -55,9 +57,13 @@ class AIS:
     size is tuned in a short pilot run along the path (``pilot_temperatures`` points, ``pilot_steps`` steps of
     dual averaging each) and then frozen, interpolated in :math:`\beta` (adapting during the run itself biases
     log Z). Any ``ebm.samplers`` kernel may be passed; a gradient kernel gets the same pilot. A
-    :class:`~pyro_ebm.models.GaussianBernoulliRBM` has continuous data and an improper (Lebesgue) base: it is
-    annealed from a Gaussian fitted to ``data`` with HMC (:class:`~pyro_ebm.samplers.BlockGibbs` samples the
-    model's own tempered conditionals, not this path, and is refused).
+    :class:`~pyro_ebm.models.GaussianBernoulliRBM` has an improper (Lebesgue) base: by default it is annealed from
+    independent Normals with the model's own variances :math:`\sigma^2`, at the data's means (``data=``) or at
+    its visible bias, by exact block Gibbs on the tempered joint (:class:`~pyro_ebm.infer.paths.GaussianRBMPath`;
+    ``base=`` may give other independent Normals). With the model's variances the visible precision is the same
+    all along the path: on a 784 x 20 model of MNIST intensities, 200 temperatures erred by 0.01 nats where
+    the data's own variances (tiny at the border pixels) erred by hundreds. Passing a gradient sampler (HMC)
+    anneals from ``base`` or a full Gaussian fitted to ``data`` instead.
 
     :param model: a Pyro model, ``ebm.models`` instance or :class:`~pyro_ebm.EnergyModel`.
     :param sampler: the transition kernel (default as above).
@@ -336,6 +342,26 @@ class AIS:
             return RBMPath(a, _rbm_params(rbm), log_z0, jit_compile=self.jit_compile)
         if use_block_gibbs and self.sampler is not None:
             raise ValueError("BlockGibbs transitions in AIS need an independent Bernoulli base (or base=None)")
+        gaussian = m.model if isinstance(m.model, GaussianBernoulliRBM) else None
+        if gaussian is not None and (self.sampler is None or isinstance(self.sampler, BlockGibbs)):
+            p = gaussian.weight
+            if self.base is not None:
+                moments = diagonal_normal_of(self.base, m)
+            else:
+                # NB: the model's own variances, so the visible units' precision is the same all along the path;
+                # on a 784 x 20 RBM trained on MNIST intensities (sigma ~0.55), 200 temperatures then erred by
+                # -0.01 nats (s.e. 0.03), against -330 for the data's own variances (~1e-6 at the border pixels)
+                loc = data.mean(0) if data is not None else gaussian.visible_bias
+                moments = loc.detach(), torch.exp(0.5 * gaussian.log_sigma2.detach())
+                logger.info("AIS: base = independent Normals at the %s with the model's variances (block Gibbs "
+                            "path)", "data's means" if data is not None else "model's visible bias")
+            if moments is not None:
+                loc, scale = (t.to(p.dtype) for t in moments)
+                return GaussianRBMPath(loc, scale, (p, gaussian.visible_bias, gaussian.hidden_bias,
+                                                    gaussian.log_sigma2))
+            if self.sampler is not None:
+                raise ValueError("BlockGibbs transitions in AIS on a GaussianBernoulliRBM need a base of independent "
+                                 "Normals (or base=None with data=)")
         base = default_base(m, data) if self.base is None else event_distribution(self.base, m)
         if m.is_discrete:
             sampler = self.sampler or Gibbs()

@@ -1,6 +1,7 @@
 """
 Annealing paths for AIS and log Z ratios: the geometric path run by any ``ebm.samplers`` kernel (with its step
-sizes tuned by a pilot and frozen), and the tempered path between two RBMs run by exact block Gibbs.
+sizes tuned by a pilot and frozen), the tempered path between two RBMs, and the path from a diagonal Gaussian to a
+Gaussian-Bernoulli RBM, both run by exact block Gibbs.
 
 A path has ``init_state(x, beta)``, ``step(state, beta_prev, beta_next) -> (state, log-weight increment,
 acceptance)`` and ``data(state)``, and knows the log Z of its start (``log_z0``) and a constant ``correction``
@@ -12,10 +13,11 @@ import math
 
 import torch
 
+from pyro_ebm.models import gaussian_bernoulli_rbm as gb
 from pyro_ebm.models.rbm import free_energy, hidden_logits, visible_logits
 from pyro_ebm.ops.jit import CompiledFunction
 
-__all__ = ["RBMPath", "SamplerPath", "StepSizeSchedule", "pilot_step_sizes"]
+__all__ = ["GaussianRBMPath", "RBMPath", "SamplerPath", "StepSizeSchedule", "pilot_step_sizes"]
 
 
 class SamplerPath:
@@ -142,6 +144,63 @@ def _compiled_rbm_step():
 
 def _bernoulli_logits(logits):
     return (torch.rand_like(logits) < torch.sigmoid(logits)).to(logits.dtype)
+
+
+class GaussianRBMPath:
+    r"""
+    The path from a diagonal Gaussian :math:`\mathcal N(\mu, \operatorname{diag} s^2)` to a
+    :class:`~pyro_ebm.models.GaussianBernoulliRBM`, tempering the joint:
+    :math:`p_\beta(v, h) \propto \mathcal N(v; \mu, s^2)^{1-\beta} e^{-\beta E(v, h)}`. Both conditionals stay
+    exact at every temperature: :math:`h \mid v` independent Bernoullis with logits :math:`\beta (c + W (v /
+    \sigma^2))`, and :math:`v \mid h` independent Normals of precision :math:`(1-\beta)/s^2 + \beta/\sigma^2` and
+    mean :math:`[(1-\beta)\mu/s^2 + \beta (b + W^\top h)/\sigma^2]` over that precision. Summing the hidden units
+    out, :math:`\log f_\beta(v) = -(1-\beta) \sum_i (v_i - \mu_i)^2 / (2 s_i^2) - F_\beta(v)`;
+    :math:`Z_0 = 2^H Z_{\mathcal N}`.
+
+    :param loc: :math:`\mu`, ``(D,)``.
+    :param scale: :math:`s`, ``(D,)``.
+    :param params: ``(weight, visible_bias, hidden_bias, log_sigma2)`` of the RBM.
+    """
+
+    def __init__(self, loc, scale, params):
+        p = (loc.detach(), 2 * torch.log(scale.detach())) + tuple(t.detach() for t in params)
+        # NB: the log weights from float64 copies, the sweep in the model's dtype, as RBMPath
+        self.params = p + tuple(t.double() for t in p)
+        self.log_z0 = float((torch.log(scale.double()) + 0.5 * math.log(2 * math.pi)).sum())
+        self.correction = params[0].shape[0] * math.log(2.0)
+
+    def initial(self, n):
+        loc, log_s2 = self.params[:2]
+        return loc + torch.exp(0.5 * log_s2) * torch.randn((n,) + loc.shape, dtype=loc.dtype, device=loc.device)
+
+    def init_state(self, x, beta):
+        return x
+
+    def step(self, v, beta_prev, beta_next):
+        v, increment = _gaussian_rbm_step(v, beta_prev, beta_next, *self.params)
+        return v, increment, None
+
+    def data(self, v):
+        return v
+
+
+def _gaussian_rbm_log_f(v, beta, loc, log_s2, weight, visible_bias, hidden_bias, log_sigma2):
+    base = (0.5 * (v - loc) ** 2 * torch.exp(-log_s2)).sum(-1)
+    return -(1 - beta) * base - gb.free_energy(v, weight, visible_bias, hidden_bias, log_sigma2, beta)
+
+
+def _gaussian_rbm_step(v, beta_prev, beta_next, *params):
+    """The log-weight increment at ``v`` (float64), then one block-Gibbs sweep at ``beta_next``."""
+    p, p64 = params[:6], params[6:]
+    v64 = v.double()
+    increment = _gaussian_rbm_log_f(v64, beta_next, *p64) - _gaussian_rbm_log_f(v64, beta_prev, *p64)
+    loc, log_s2, weight, visible_bias, hidden_bias, log_sigma2 = p
+    beta = beta_next.to(v.dtype)
+    h = _bernoulli_logits(gb.hidden_logits(v, weight, hidden_bias, log_sigma2, beta))
+    base_precision, model_precision = (1 - beta) * torch.exp(-log_s2), beta * torch.exp(-log_sigma2)
+    precision = base_precision + model_precision
+    mean = (base_precision * loc + model_precision * (h @ weight + visible_bias)) / precision
+    return mean + torch.rsqrt(precision) * torch.randn_like(mean), increment
 
 
 def pilot_step_sizes(path, betas, num_chains, steps, num_temperatures):

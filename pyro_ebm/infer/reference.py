@@ -11,6 +11,7 @@ from pyro.distributions import (
     Bernoulli,
     Independent,
     MultivariateNormal,
+    Normal,
     TransformedDistribution,
 )
 from torch.distributions.transforms import AffineTransform, ReshapeTransform
@@ -19,7 +20,14 @@ from pyro_ebm.distributions import Spin, support_values
 
 logger = logging.getLogger("pyro_ebm")
 
-__all__ = ["bernoulli_logits_of", "default_base", "event_distribution", "fit_reference", "unvalidated"]
+__all__ = [
+    "bernoulli_logits_of",
+    "default_base",
+    "diagonal_normal_of",
+    "event_distribution",
+    "fit_reference",
+    "unvalidated",
+]
 
 #: Ridge added to a fitted covariance, relative to its mean variance (keeps it positive definite for data on a
 #: subspace, e.g. constant pixels).
@@ -138,3 +146,16 @@ def bernoulli_logits_of(base, model):
         return None
     event_distribution(base, model)
     return fn.logits.expand(model.event_shape).reshape(-1)
+
+
+def diagonal_normal_of(base, model):
+    """``(loc, scale)`` of ``base`` when it is a product of independent Normals over one flat example, else
+    ``None``."""
+    fn = base
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    if not isinstance(fn, Normal):
+        return None
+    event_distribution(base, model)
+    return fn.loc.expand(model.event_shape).reshape(-1), fn.scale.expand(model.event_shape).reshape(-1)
+

@@ -43,11 +43,12 @@ class GaussianBernoulliRBM(EnergyModule):
     **Base measure:** Lebesgue measure on :math:`\mathbb{R}^D` (as :class:`~pyro_ebm.models.GaussianEnergy`'s), so
     the Gaussian term is part of the energy, ``log_density(v) = -F(v)`` and :meth:`log_partition` is
     :math:`\log Z = \log \sum_h \int e^{-E(v, h)}\, dv`. Being improper, the base is not an annealing start:
-    :class:`ebm.infer.AIS <pyro_ebm.infer.AIS>` needs ``data=`` (it then starts from a Gaussian fitted to them) or
+    :class:`ebm.infer.AIS <pyro_ebm.infer.AIS>` anneals from independent Normals with the model's own variances
+    (at the data's means with ``data=``, else at :math:`b`) by exact block Gibbs on the tempered joint, or from
     ``base=``. Samplers start from ``Normal(0, 1)`` draws. Standardize the data (zero mean, unit variance per
     unit; Hinton's guide, section 13.2): a unit whose data are constant drives its learned variance to 0.
 
-    **Samplers:** :class:`~pyro_ebm.samplers.BlockGibbs` (exact conditionals, one sweep ``h | v`` then ``v | h``)
+    **Samplers:** :class:`~pyro_ebm.samplers.BlockGibbs` (exact conditionals, one sweep ``v | h`` then ``h | v``)
     or any gradient sampler (HMC, MALA, NUTS), since the data are continuous.
 
     **Tempering:** :math:`p_\beta(v, h) \propto e^{-\beta E(v, h)}` for :math:`\beta > 0`, as for the RBM: the
@@ -113,10 +114,7 @@ class GaussianBernoulliRBM(EnergyModule):
         energy at inverse temperature ``beta`` (a number, or a tensor ``(batch, 1)`` with one value per row),
         :math:`F(v)` at ``beta = 1``.
         """
-        weight, b, c, log_sigma2 = self.weight, self.visible_bias, self.hidden_bias, self.log_sigma2
-        beta_v = beta.squeeze(-1) if torch.is_tensor(beta) and beta.dim() else beta
-        quadratic = (0.5 * (v - b) ** 2 * torch.exp(-log_sigma2)).sum(-1)
-        return beta_v * quadratic - F.softplus(_hidden_logits(v, weight, c, log_sigma2, beta)).sum(-1)
+        return free_energy(v, self.weight, self.visible_bias, self.hidden_bias, self.log_sigma2, beta)
 
     def energy(self, v, h):
         r"""Joint energy :math:`E(v, h) = \sum_i (v_i - b_i)^2 / (2\sigma_i^2) - c^\top h - \sum_{ij} v_i W_{ji}
@@ -129,12 +127,12 @@ class GaussianBernoulliRBM(EnergyModule):
 
     def hidden_preactivation(self, v):
         r""":math:`c + W (v / \sigma^2)` ``(batch, H)``: the logits of :math:`p(h \mid v)` at inverse temperature 1."""
-        return _hidden_logits(v, self.weight, self.hidden_bias, self.log_sigma2)
+        return hidden_logits(v, self.weight, self.hidden_bias, self.log_sigma2)
 
     def hidden_given_visible(self, v, beta=1.0):
         r""":math:`p_\beta(h \mid v)`: independent Bernoullis with logits
         :math:`\beta (c_j + \sum_i W_{ji} v_i / \sigma_i^2)`."""
-        return Bernoulli(logits=_hidden_logits(v, self.weight, self.hidden_bias, self.log_sigma2, beta)).to_event(1)
+        return Bernoulli(logits=hidden_logits(v, self.weight, self.hidden_bias, self.log_sigma2, beta)).to_event(1)
 
     def visible_given_hidden(self, h, beta=1.0):
         r""":math:`p_\beta(v \mid h)`: independent Normals with mean :math:`b + W^\top h` and variance
@@ -205,7 +203,15 @@ class GaussianBernoulliRBM(EnergyModule):
         return MixtureSameFamily(Categorical(logits=log_weight), Normal(loc, scale).to_event(1))
 
 
-def _hidden_logits(v, weight, hidden_bias, log_sigma2, beta=1.0):
+def free_energy(v, weight, visible_bias, hidden_bias, log_sigma2, beta=1.0):
+    r""":meth:`GaussianBernoulliRBM.free_energy` as a function of the parameters (AIS's block-Gibbs path runs it
+    on float64 copies), ``(batch,)``."""
+    beta_v = beta.squeeze(-1) if torch.is_tensor(beta) and beta.dim() else beta
+    quadratic = (0.5 * (v - visible_bias) ** 2 * torch.exp(-log_sigma2)).sum(-1)
+    return beta_v * quadratic - F.softplus(hidden_logits(v, weight, hidden_bias, log_sigma2, beta)).sum(-1)
+
+
+def hidden_logits(v, weight, hidden_bias, log_sigma2, beta=1.0):
     r"""Logits :math:`\beta (c + W (v / \sigma^2))` of :math:`p_\beta(h \mid v)`, ``(batch, H)``."""
     return beta * ((v * torch.exp(-log_sigma2)) @ weight.T + hidden_bias)
 
