@@ -137,25 +137,28 @@ def unvalidated(fn):
     return fn
 
 
-def bernoulli_logits_of(base, model):
-    """The logits of ``base`` when it is a product of independent Bernoullis over one example, else ``None``."""
+def _independent(base, model, cls):
+    """The ``cls`` distribution inside ``base``'s ``Independent`` wrappers, checked to be over one example of
+    ``model``, or ``None`` when ``base`` is not of that kind."""
     fn = base
     while isinstance(fn, Independent):
         fn = fn.base_dist
-    if not isinstance(fn, Bernoulli):
+    if not isinstance(fn, cls):
         return None
     event_distribution(base, model)
-    return fn.logits.expand(model.event_shape).reshape(-1)
+    return fn
+
+
+def bernoulli_logits_of(base, model):
+    """The logits of ``base`` when it is a product of independent Bernoullis over one example, else ``None``."""
+    fn = _independent(base, model, Bernoulli)
+    return None if fn is None else fn.logits.expand(model.event_shape).reshape(-1)
 
 
 def diagonal_normal_of(base, model):
-    """``(loc, scale)`` of ``base`` when it is a product of independent Normals over one flat example, else
+    """``(loc, scale)`` of ``base`` when it is a product of independent Normals over one example (flattened), else
     ``None``."""
-    fn = base
-    while isinstance(fn, Independent):
-        fn = fn.base_dist
-    if not isinstance(fn, Normal):
+    fn = _independent(base, model, Normal)
+    if fn is None:
         return None
-    event_distribution(base, model)
     return fn.loc.expand(model.event_shape).reshape(-1), fn.scale.expand(model.event_shape).reshape(-1)
-
