@@ -12,9 +12,10 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 from pyro_ebm.models import gaussian_bernoulli_rbm as gb
-from pyro_ebm.models.rbm import free_energy, hidden_logits, visible_logits
+from pyro_ebm.models.rbm import visible_logits
 from pyro_ebm.ops.jit import CompiledFunction
 
 __all__ = ["GaussianRBMPath", "RBMPath", "SamplerPath", "StepSizeSchedule", "pilot_step_sizes"]
@@ -117,21 +118,26 @@ class RBMPath:
         return v
 
 
-def _rbm_log_f(v, beta, wa, ba, ca, wb, bb, cb):
-    r""":math:`\log f_\beta(v)` of the two-RBM path, hidden units summed out."""
-    return -free_energy(v, wa, ba, ca, 1 - beta) - free_energy(v, wb, bb, cb, beta)
-
-
 def _rbm_step(v, beta_prev, beta_next, *params):
     """The log-weight increment at ``v`` (float64), then one block-Gibbs sweep at ``beta_next``: a pure function of
-    its tensors (``jit_compile`` traces it once per shape for every AIS run)."""
+    its tensors (``jit_compile`` traces it once per shape for every AIS run). NB: both RBMs' hidden pre-activations
+    are computed once, in float64, and serve both temperatures of the increment and the sweep's hidden units: one
+    matrix product per RBM instead of three (the increment's two free energies and the sweep)."""
     p, p64 = params[:6], params[6:]
+    wa, ba, ca, wb, bb, cb = p64
     v64 = v.double()
-    increment = _rbm_log_f(v64, beta_next, *p64) - _rbm_log_f(v64, beta_prev, *p64)
+    pre_a, pre_b = v64 @ wa.T + ca, v64 @ wb.T + cb
+    visible_a, visible_b = v64 @ ba, v64 @ bb
+
+    def log_f(beta):  # -F_{A, 1 - beta}(v) - F_{B, beta}(v), from the pre-activations
+        return ((1 - beta) * visible_a + F.softplus((1 - beta) * pre_a).sum(-1)
+                + beta * visible_b + F.softplus(beta * pre_b).sum(-1))
+
+    increment = log_f(beta_next) - log_f(beta_prev)
     wa, ba, ca, wb, bb, cb = p
     beta = beta_next.to(v.dtype)
-    ha = _bernoulli_logits(hidden_logits(v, wa, ca, 1 - beta))
-    hb = _bernoulli_logits(hidden_logits(v, wb, cb, beta))
+    ha = _bernoulli_logits(((1 - beta_next) * pre_a).to(v.dtype))
+    hb = _bernoulli_logits((beta_next * pre_b).to(v.dtype))
     v = _bernoulli_logits(visible_logits(ha, wa, ba, 1 - beta) + visible_logits(hb, wb, bb, beta))
     return v, increment
 
@@ -184,19 +190,23 @@ class GaussianRBMPath:
         return v
 
 
-def _gaussian_rbm_log_f(v, beta, loc, log_s2, weight, visible_bias, hidden_bias, log_sigma2):
-    base = (0.5 * (v - loc) ** 2 * torch.exp(-log_s2)).sum(-1)
-    return -(1 - beta) * base - gb.free_energy(v, weight, visible_bias, hidden_bias, log_sigma2, beta)
-
-
 def _gaussian_rbm_step(v, beta_prev, beta_next, *params):
-    """The log-weight increment at ``v`` (float64), then one block-Gibbs sweep at ``beta_next``."""
+    """The log-weight increment at ``v`` (float64), then one block-Gibbs sweep at ``beta_next``; the hidden
+    pre-activations computed once, as in :func:`_rbm_step`."""
     p, p64 = params[:6], params[6:]
+    loc, log_s2, weight, visible_bias, hidden_bias, log_sigma2 = p64
     v64 = v.double()
-    increment = _gaussian_rbm_log_f(v64, beta_next, *p64) - _gaussian_rbm_log_f(v64, beta_prev, *p64)
+    base = (0.5 * (v64 - loc) ** 2 * torch.exp(-log_s2)).sum(-1)
+    model = (0.5 * (v64 - visible_bias) ** 2 * torch.exp(-log_sigma2)).sum(-1)
+    pre = gb.hidden_logits(v64, weight, hidden_bias, log_sigma2)
+
+    def log_f(beta):  # (1 - beta) log N~(v) - F_beta(v)
+        return -(1 - beta) * base - beta * model + F.softplus(beta * pre).sum(-1)
+
+    increment = log_f(beta_next) - log_f(beta_prev)
     loc, log_s2, weight, visible_bias, hidden_bias, log_sigma2 = p
     beta = beta_next.to(v.dtype)
-    h = _bernoulli_logits(gb.hidden_logits(v, weight, hidden_bias, log_sigma2, beta))
+    h = _bernoulli_logits((beta_next * pre).to(v.dtype))
     base_precision, model_precision = (1 - beta) * torch.exp(-log_s2), beta * torch.exp(-log_sigma2)
     precision = base_precision + model_precision
     mean = (base_precision * loc + model_precision * (h @ weight + visible_bias)) / precision
