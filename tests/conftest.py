@@ -1,3 +1,5 @@
+import signal
+
 import pyro
 import pytest
 import torch
@@ -28,3 +30,13 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def ctrl_c():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test: a test suite started in the background by a
+    shell without job control (``pytest &``) inherits SIGINT ignored, and a Ctrl-C test would then never see its
+    signal."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.slow
 
 _CHILD = textwrap.dedent(
     """
-    import sys, torch, pyro, pyro.distributions as dist
+    import signal, sys, torch, pyro, pyro.distributions as dist
     import pyro_ebm as ebm
+
+    # NB: a child of a suite started in the background (SIGINT ignored) would inherit the ignored signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def ring(x=None):
         x = pyro.sample("x", dist.Normal(0.0, 3.0).expand([2]).to_event(1), obs=x)

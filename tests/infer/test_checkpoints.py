@@ -188,7 +188,7 @@ class _CtrlC:
 
 
 @pytest.mark.parametrize("stop_at", [40, 130], ids=["in warmup", "in sampling"])
-def test_ebm_sample_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, stop_at):
+def test_ebm_sample_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, ctrl_c, stop_at):
     from tests.infer.test_faults import quadratic
 
     kwargs = dict(num_chains=8, num_samples=100, warmup_steps=60, seed=3, progress_bar=False)
@@ -209,7 +209,7 @@ def test_ebm_sample_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, 
 
 @pytest.mark.parametrize("stop_at", [30, 130], ids=["forward", "reverse"])
 @pytest.mark.parametrize("kind", ["rbm", "hmc"])
-def test_ais_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, stop_at, kind):
+def test_ais_stopped_by_ctrl_c_resumes_to_the_unstopped_run(monkeypatch, ctrl_c, stop_at, kind):
     from pyro_ebm.infer import paths
     from tests.infer.test_faults import quadratic
 
