@@ -9,6 +9,7 @@ from pyro.nn import pyro_method
 
 from pyro_ebm.distributions import lebesgue_measure
 from pyro_ebm.models.base import EnergyModule
+from pyro_ebm.models.rbm import _check_layer_sizes, _init, _init_layers
 from pyro_ebm.ops import MAX_ENUMERATION_SITES, configurations
 from pyro_ebm.primitives import factor
 
@@ -92,17 +93,9 @@ class GaussianBernoulliRBM(EnergyModule):
         init_scale=0.01,
         name=None,
     ):
-        for what, n in (("num_visible", num_visible), ("num_hidden", num_hidden)):
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise ValueError(f"{what} must be a positive int, got {n!r}")
+        _check_layer_sizes(num_visible, num_hidden)
         super().__init__((num_visible,), name=name)
-        self.num_visible = num_visible
-        self.num_hidden = num_hidden
-        self.weight = torch.nn.Parameter(
-            _init("weight", weight, (num_hidden, num_visible), lambda s: init_scale * torch.randn(s))
-        )
-        self.visible_bias = torch.nn.Parameter(_init("visible_bias", visible_bias, (num_visible,), torch.zeros))
-        self.hidden_bias = torch.nn.Parameter(_init("hidden_bias", hidden_bias, (num_hidden,), torch.zeros))
+        _init_layers(self, num_visible, num_hidden, weight, visible_bias, hidden_bias, init_scale)
         self.log_sigma2 = torch.nn.Parameter(_init("log_sigma2", log_sigma2, (num_visible,), torch.zeros))
 
     # ---------------------------------------------------------------- energies
@@ -237,11 +230,3 @@ def _log_partition(weight, visible_bias, hidden_bias, log_sigma2, chunk_size):
     gaussian = 0.5 * (log_sigma2 + math.log(2 * math.pi)).sum()
     return torch.logsumexp(torch.stack(parts), 0) + gaussian
 
-
-def _init(name, value, shape, default):
-    if value is None:
-        return default(shape)
-    value = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()
-    if value.shape != torch.Size(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
-    return value

@@ -46,17 +46,9 @@ class RBM(EnergyModule):
     def __init__(
         self, num_visible, num_hidden, weight=None, visible_bias=None, hidden_bias=None, *, init_scale=0.01, name=None
     ):
-        for what, n in (("num_visible", num_visible), ("num_hidden", num_hidden)):
-            if not isinstance(n, int) or n < 1:
-                raise ValueError(f"{what} must be a positive int, got {n!r}")
+        _check_layer_sizes(num_visible, num_hidden)
         super().__init__((num_visible,), name=name)
-        self.num_visible = num_visible
-        self.num_hidden = num_hidden
-        self.weight = torch.nn.Parameter(
-            _init("weight", weight, (num_hidden, num_visible), lambda s: init_scale * torch.randn(s))
-        )
-        self.visible_bias = torch.nn.Parameter(_init("visible_bias", visible_bias, (num_visible,), torch.zeros))
-        self.hidden_bias = torch.nn.Parameter(_init("hidden_bias", hidden_bias, (num_hidden,), torch.zeros))
+        _init_layers(self, num_visible, num_hidden, weight, visible_bias, hidden_bias, init_scale)
 
     @pyro_method
     def free_energy(self, v, beta=1.0, *, hidden_preactivation=None):
@@ -260,6 +252,24 @@ class _KnownAffine(torch.autograd.Function):
         grad_weight = grad.T @ x if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None
+
+
+def _check_layer_sizes(num_visible, num_hidden):
+    for what, n in (("num_visible", num_visible), ("num_hidden", num_hidden)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"{what} must be a positive int, got {n!r}")
+
+
+def _init_layers(module, num_visible, num_hidden, weight, visible_bias, hidden_bias, init_scale):
+    """The sizes, weight ``(H, V)`` (default ``init_scale * N(0, 1)``) and biases (default 0) of a two-layer model:
+    the RBM's and the Gaussian-Bernoulli RBM's."""
+    module.num_visible = num_visible
+    module.num_hidden = num_hidden
+    module.weight = torch.nn.Parameter(
+        _init("weight", weight, (num_hidden, num_visible), lambda s: init_scale * torch.randn(s))
+    )
+    module.visible_bias = torch.nn.Parameter(_init("visible_bias", visible_bias, (num_visible,), torch.zeros))
+    module.hidden_bias = torch.nn.Parameter(_init("hidden_bias", hidden_bias, (num_hidden,), torch.zeros))
 
 
 def _init(name, value, shape, default):
