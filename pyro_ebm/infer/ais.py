@@ -19,6 +19,7 @@ from pyro_ebm.infer.reference import (
     default_base,
     diagonal_normal_of,
     event_distribution,
+    site_logits_of,
     unvalidated,
 )
 from pyro_ebm.model import as_energy_model
@@ -367,7 +368,7 @@ class AIS:
             sampler = self.sampler or Gibbs()
         else:
             sampler = self.sampler or HMC(num_steps=10, jit_compile=self.jit_compile)
-        target = AnnealedTarget(m, unvalidated(base).log_prob)
+        target = AnnealedTarget(m, unvalidated(base).log_prob, site_logits=site_logits_of(base, m))
 
         def initial(n):
             with torch.no_grad():

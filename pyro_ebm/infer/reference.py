@@ -26,6 +26,7 @@ __all__ = [
     "diagonal_normal_of",
     "event_distribution",
     "fit_reference",
+    "site_logits_of",
     "unvalidated",
 ]
 
@@ -153,6 +154,27 @@ def bernoulli_logits_of(base, model):
     """The logits of ``base`` when it is a product of independent Bernoullis over one example, else ``None``."""
     fn = _independent(base, model, Bernoulli)
     return None if fn is None else fn.logits.expand(model.event_shape).reshape(-1)
+
+
+def site_logits_of(base, model):
+    """
+    The log-odds of each site's high value when ``base`` is a product of independent two-valued sites over one
+    example of a binary or spin ``model`` (Bernoullis; spins, as :class:`~pyro_ebm.distributions.Spin` or the
+    affine image of Bernoullis that :func:`fit_reference` makes), flattened; else ``None``.
+    """
+    values = support_values(model.support) if model.is_discrete else None
+    if values == (0.0, 1.0):
+        return bernoulli_logits_of(base, model)
+    if values != (-1.0, 1.0):
+        return None
+    spin = _independent(base, model, Spin)
+    if spin is not None:
+        return 2 * spin.field.expand(model.event_shape).reshape(-1)
+    if isinstance(base, TransformedDistribution) and len(base.transforms) == 1:
+        t = base.transforms[0]
+        if isinstance(t, AffineTransform) and float(t.loc) == -1.0 and float(t.scale) == 2.0:
+            return bernoulli_logits_of(base.base_dist, model)
+    return None
 
 
 def diagonal_normal_of(base, model):

@@ -1,5 +1,6 @@
 """``ebm.sample``: run many chains of a sampler on a model, with a progress bar, and keep draws and stats."""
 
+import collections
 import warnings
 
 import torch
@@ -234,7 +235,7 @@ def _restart(model, sampler, init, resume):
     # NB: a fresh adaptation object, so that the interrupted run's own stays as it was (it can be resumed again)
     adaptation = sampler.adaptation(warmup_steps=progress["warmup_steps"])
     adaptation.load_state_dict(saved)
-    fields = [name for name in SampleInfo._fields if name in resume["stats"] or name in resume["warmup_stats"]]
+    fields = list(dict.fromkeys(list(resume["stats"]) + list(resume["warmup_stats"])))
     draws = list(resume["x"].unbind(1))
     kept = _unstack(resume["stats"], fields)
     warm = _unstack(resume["warmup_stats"], fields)
@@ -246,7 +247,9 @@ def _unstack(stats, fields):
     if not stats:
         return []
     n = next(iter(stats.values())).shape[1]
-    return [SampleInfo(**{f: stats[f][:, j] for f in fields if f in stats}) for j in range(n)]
+    kept = [f for f in fields if f in stats]
+    info = SampleInfo if set(kept) <= set(SampleInfo._fields) else collections.namedtuple("StoredInfo", kept)
+    return [info(**{f: stats[f][:, j] for f in kept}) for j in range(n)]
 
 
 def _event_shape(state):
@@ -262,6 +265,7 @@ def _cuda_devices(last_state):
 def _stack(infos):
     if not infos:
         return {}
-    # NB: optional stats (a NUTS tree depth) are None for other kernels
-    fields = [name for name in SampleInfo._fields if getattr(infos[0], name) is not None]
+    # NB: optional stats (a NUTS tree depth) are None for other kernels; a kernel's own stats (parallel tempering's
+    # swap rates) are kept too, what is not a tensor (the replicas' info) is not
+    fields = [name for name in infos[0]._fields if torch.is_tensor(getattr(infos[0], name))]
     return {name: torch.stack([getattr(i, name) for i in infos], 1) for name in fields}

@@ -3,8 +3,19 @@
 from pyro_ebm.models.base import EnergyModule
 from pyro_ebm.models.gaussian import GaussianEnergy
 from pyro_ebm.models.gaussian_bernoulli_rbm import GaussianBernoulliRBM
-from pyro_ebm.models.ising import IsingModel, lattice_couplings
+from pyro_ebm.models.ising import BoltzmannMachine, IsingModel, lattice_couplings
 from pyro_ebm.models.mlp import MLPEnergy
+from pyro_ebm.models.pairwise import PairwiseEnergy
 from pyro_ebm.models.rbm import RBM
 
-__all__ = ["EnergyModule", "GaussianBernoulliRBM", "GaussianEnergy", "IsingModel", "MLPEnergy", "RBM", "lattice_couplings"]
+__all__ = [
+    "BoltzmannMachine",
+    "EnergyModule",
+    "GaussianBernoulliRBM",
+    "GaussianEnergy",
+    "IsingModel",
+    "MLPEnergy",
+    "PairwiseEnergy",
+    "RBM",
+    "lattice_couplings",
+]

@@ -12,11 +12,24 @@ from pyro_ebm.samplers.adaptation import (
 from pyro_ebm.samplers.annealed import AnnealedTarget
 from pyro_ebm.samplers.base import SampleInfo, Sampler
 from pyro_ebm.samplers.chees import ChEESAdaptation, ChEESHMC, ChEESInfo, ChEESState
-from pyro_ebm.samplers.gibbs import BlockGibbs, BlockGibbsState, Gibbs, GibbsState
+from pyro_ebm.samplers.discrete_gradient import (
+    DMALA,
+    DULA,
+    DiscreteLangevinState,
+    GibbsWithGradients,
+    GibbsWithGradientsState,
+)
+from pyro_ebm.samplers.gibbs import BlockGibbs, BlockGibbsState, ColouredGibbsState, Gibbs, GibbsState
 from pyro_ebm.samplers.hmc import HMC, MALA, HMCState
 from pyro_ebm.samplers.langevin import Langevin, LangevinState
 from pyro_ebm.samplers.nuts import NUTS, NUTSState, VectorizedNUTS
 from pyro_ebm.samplers.target import Target
+from pyro_ebm.samplers.tempering import (
+    ParallelTempering,
+    ParallelTemperingAdaptation,
+    ParallelTemperingInfo,
+    ParallelTemperingState,
+)
 
 __all__ = [
     "AnnealedTarget",
@@ -26,9 +39,15 @@ __all__ = [
     "ChEESHMC",
     "ChEESInfo",
     "ChEESState",
+    "ColouredGibbsState",
+    "DMALA",
+    "DULA",
+    "DiscreteLangevinState",
     "DiagonalMassMatrixAdapter",
     "Gibbs",
     "GibbsState",
+    "GibbsWithGradients",
+    "GibbsWithGradientsState",
     "HMC",
     "HMCAdaptation",
     "HMCState",
@@ -38,6 +57,10 @@ __all__ = [
     "NUTS",
     "NUTSState",
     "NoAdaptation",
+    "ParallelTempering",
+    "ParallelTemperingAdaptation",
+    "ParallelTemperingInfo",
+    "ParallelTemperingState",
     "SampleInfo",
     "Sampler",
     "StepSizeAdapter",

@@ -27,13 +27,22 @@ class AnnealedTarget(Target):
         returning ``(num_chains,)``; unvalidated (e.g. a distribution built with ``validate_args=False``), since
         samplers propose points anywhere and a data-dependent check also stops a ``jit_compile`` trace.
     :param beta: the inverse temperature (default 0, the start).
+    :param site_logits: when :math:`f_0` is a product of independent two-valued sites, the log-odds of each
+        site's high value over its low one, ``(D,)``: kernels that update sites from local fields
+        (:class:`~pyro_ebm.samplers.Gibbs` on a pairwise model) then read :math:`f_0` site by site. ``None`` (the
+        default) when it is not, or not known to be.
     """
 
-    def __init__(self, model, log_density_0, *, beta=0.0):
+    def __init__(self, model, log_density_0, *, beta=0.0, site_logits=None):
         super().__init__(model)
         self.log_density_0 = log_density_0
         example = self.model._example
         self.beta = torch.as_tensor(beta, dtype=example.dtype, device=example.device)
+        if site_logits is not None:
+            site_logits = torch.as_tensor(site_logits, dtype=example.dtype, device=example.device).reshape(-1)
+            if site_logits.shape[0] != self.dim:
+                raise ValueError(f"site_logits must have one value per site ({self.dim}), got {site_logits.shape[0]}")
+        self.site_logits = site_logits
 
     @property
     def inputs(self):

@@ -1,5 +1,5 @@
-"""Gibbs samplers: block Gibbs for RBMs (binary or Gaussian visible units) and single-site Gibbs for any binary or spin
-model."""
+"""Gibbs samplers: block Gibbs for RBMs (binary or Gaussian visible units), colour-by-colour Gibbs from local fields
+for pairwise models, and single-site Gibbs for any discrete program, chosen by :class:`Gibbs`."""
 
 import functools
 from typing import NamedTuple
@@ -9,6 +9,7 @@ import torch
 
 from pyro_ebm.distributions import support_values
 from pyro_ebm.models.gaussian_bernoulli_rbm import GaussianBernoulliRBM
+from pyro_ebm.models.pairwise import PairwiseEnergy
 from pyro_ebm.models.rbm import RBM, visible_logits
 from pyro_ebm.samplers.annealed import AnnealedTarget
 from pyro_ebm.samplers.base import Sampler, checkpointable
@@ -134,7 +135,7 @@ def _sweep(rbm, h, beta):
 @checkpointable
 class GibbsState(NamedTuple):
     """
-    State of :class:`Gibbs` chains.
+    State of :class:`Gibbs` chains on the generic scheme (any discrete program).
 
     :ivar z: configurations ``(num_chains, D)``.
     :ivar log_prob: their log densities.
@@ -146,30 +147,132 @@ class GibbsState(NamedTuple):
     target: Target
 
 
+@checkpointable
+class ColouredGibbsState(NamedTuple):
+    """
+    State of :class:`Gibbs` chains on a pairwise model, updated one colour class at a time from local fields:
+    nothing is cached beside the chains.
+
+    :ivar z: configurations ``(num_chains, n)``.
+    :ivar target: the :class:`~pyro_ebm.samplers.Target` (the model, or an annealed path from independent units).
+    """
+
+    z: torch.Tensor
+    target: Target
+
+
 class Gibbs(Sampler):
     r"""
-    Single-site Gibbs sampling, systematic scan, for any model with discrete data (binary, spins, or a
-    finite integer range), from its log density alone.
+    Gibbs sampling of discrete data, systematic scan, with the fastest exact scheme the model allows
+    (``scheme="auto"``):
 
-    Site :math:`i`'s conditional comes from energy differences:
-    :math:`p(x_i = a \mid x_{-i}) \propto \tilde p(x_{i \leftarrow a})`. For two-valued sites one evaluation
-    of the log density per site suffices (the flipped configuration against the current one). Every chain is
-    updated at once; one step is one sweep over all sites.
+    * ``"block"`` -- an :class:`~pyro_ebm.models.RBM` or :class:`~pyro_ebm.models.GaussianBernoulliRBM`: the
+      joint of visible and hidden units is a bipartite pairwise model, two colours; every visible unit, then every
+      hidden unit, at once (:class:`BlockGibbs`).
+    * ``"coloured"`` -- a pairwise model (:class:`~pyro_ebm.models.IsingModel`,
+      :class:`~pyro_ebm.models.BoltzmannMachine`, any :class:`~pyro_ebm.models.pairwise.PairwiseEnergy`), or an
+      annealed path from independent units to one (AIS, parallel tempering): its coupling graph is coloured once
+      (:meth:`~pyro_ebm.models.pairwise.PairwiseEnergy.colour_classes`; a checkerboard for a lattice with even
+      sides) and every unit of a colour is drawn at once, for every chain, from its local field
+      :math:`h_i + \sum_j J_{ij} x_j`: :math:`O(	ext{degree})` per unit, not a model evaluation. A complete graph
+      has one unit per colour: a sequential scan from local fields, one matrix-vector product per unit.
+    * ``"generic"`` -- any other program with discrete data (binary, spins, or a finite integer range): site
+      :math:`i`'s conditional from energy differences,
+      :math:`p(x_i = a \mid x_{-i}) \propto 	ilde p(x_{i \leftarrow a})`, one evaluation of the log density per
+      site and value beyond the current one. A sweep costs ``D`` model evaluations.
+
+    Each step is one sweep over all sites. :meth:`scheme_for` (and the repr, when the kernel is given a model)
+    says which scheme a model gets; ``scheme=`` forces one (``"coloured"`` or ``"block"`` on a model without that
+    structure is an error).
+
+    :param model: optional model (for ``pyro.infer.MCMC``, and named in the repr).
+    :param str scheme: ``"auto"``, ``"block"``, ``"coloured"`` or ``"generic"``.
+    :param int num_chains: chains to run under ``pyro.infer.MCMC``.
     """
 
     supports = "discrete"
+    SCHEMES = ("auto", "block", "coloured", "generic")
 
-    def __init__(self, model=None, *, num_chains=1):
+    def __init__(self, model=None, *, scheme="auto", num_chains=1):
+        if scheme not in self.SCHEMES:
+            raise ValueError(f"scheme must be one of {self.SCHEMES}, got {scheme!r}")
         super().__init__(model, None, num_chains=num_chains)
+        self.scheme = scheme
+
+    def __repr__(self):
+        if self.model is None:
+            return f"Gibbs(scheme={self.scheme!r})"
+        return f"Gibbs(scheme={self.scheme!r}: {self.describe(Target(self.model))})"
+
+    # ---------------------------------------------------------------- which scheme
+
+    def scheme_for(self, target):
+        """The scheme this kernel runs on ``target`` (a :class:`~pyro_ebm.samplers.Target` or a model):
+        ``"block"``, ``"coloured"`` or ``"generic"``."""
+        target = target if isinstance(target, Target) else Target(target)
+        module = None if target.model is None else target.model.model
+        annealed = isinstance(target, AnnealedTarget)
+        block = isinstance(module, (RBM, GaussianBernoulliRBM)) and not annealed
+        coloured = isinstance(module, PairwiseEnergy) and (not annealed or target.site_logits is not None)
+        if self.scheme == "auto":
+            return "block" if block else "coloured" if coloured else "generic"
+        if self.scheme == "block" and not block:
+            raise ValueError("Gibbs(scheme='block') samples an ebm.models.RBM or GaussianBernoulliRBM (not an "
+                             f"annealed path), got {target!r}")
+        if self.scheme == "coloured" and not coloured:
+            raise ValueError(
+                "Gibbs(scheme='coloured') needs a pairwise model (ebm.models.IsingModel, BoltzmannMachine or "
+                "another PairwiseEnergy), or an annealed path to one from independent units (an AnnealedTarget with "
+                f"site_logits); got {target!r}: use scheme='generic' or 'auto'"
+            )
+        return self.scheme
+
+    def describe(self, target):
+        """In words, the scheme this kernel runs on ``target`` (what the repr shows)."""
+        target = target if isinstance(target, Target) else Target(target)
+        scheme = self.scheme_for(target)
+        if scheme == "block":
+            return "block Gibbs on the RBM's joint (visible units, then hidden units)"
+        if scheme == "generic":
+            return f"generic single-site scan, {target.dim} log-density evaluations per sweep"
+        module = target.model.model
+        k, n = len(module.colour_classes()), module.num_units
+        if module.edges is None:
+            return f"sequential scan from local fields (complete graph, {n} units)"
+        name = "checkerboard" if k == 2 else "graph colouring"
+        return f"{name}: {k} colour classes of {n} units, each drawn at once from local fields"
+
+    # ---------------------------------------------------------------- kernel
+
+    def check_target(self, target):
+        if self.scheme_for(target) == "block":
+            return _BLOCK.check_target(target)
+        super().check_target(target)
 
     def init_state(self, target, z):
         self.check_target(target)
+        scheme = self.scheme_for(target)
+        if scheme == "block":
+            return _BLOCK.init_state(target, z)
+        if scheme == "coloured":
+            return ColouredGibbsState(z, target)
         with torch.no_grad():
             lp = target.log_prob(z)
         self._check_initial_log_prob(lp)
         return GibbsState(z, lp, target)
 
+    def restart(self, state, z):
+        if isinstance(state, BlockGibbsState):
+            return _BLOCK.restart(state, z)
+        return super().restart(state, z)
+
     def step(self, state):
+        if isinstance(state, BlockGibbsState):
+            return _BLOCK.step(state)
+        if isinstance(state, ColouredGibbsState):
+            z = _coloured_sweep(state.target, state.z)
+            ones = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
+            return state._replace(z=z), self._info(ones, ones.bool(), ~ones.bool(), 0.0, z.shape[1])
         target = state.target
         values = torch.tensor(support_values(target.model.support), dtype=state.z.dtype, device=state.z.device)
         z, lp = state.z.clone(), state.log_prob
@@ -180,6 +283,46 @@ class Gibbs(Sampler):
                 divergent |= bad
         ones = torch.ones_like(lp)
         return state._replace(z=z, log_prob=lp), self._info(ones, ones.bool(), divergent, 0.0, z.shape[1])
+
+
+_BLOCK = BlockGibbs()
+
+
+def _coloured_sweep(target, z):
+    """One sweep of a pairwise model's colour classes: every unit of a class drawn at once from its local field,
+    at the target's inverse temperature (and, on an annealed path, with the base's logits)."""
+    module = target.model.model
+    low, high = module.values
+    annealed = isinstance(target, AnnealedTarget)
+    if annealed:
+        beta = target.beta.to(z.dtype)
+        beta = beta.unsqueeze(-1) if beta.dim() else beta
+        site_logits = target.site_logits.to(z.dtype)
+    with torch.no_grad():
+        z = z.clone()
+        h = module.fields
+        plan = module.colour_plan()
+        if plan is None:  # NB: a complete graph: one unit per class, its field by one matrix-vector product
+            j = module.coupling_matrix()
+            plan = [(sites, None, None, None, None) for sites in module.colour_classes()]
+        else:
+            j = module.couplings
+        for sites, other, edge, position, degree in plan:
+            if other is None:
+                field = z @ j[:, sites] + h[sites]
+            else:
+                contribution = torch.index_select(z, 1, other) * j[edge]
+                if degree is not None:  # NB: slot-major incidences: `degree` contiguous slabs summed
+                    field = contribution.view(z.shape[0], degree, sites.numel()).sum(1)
+                else:
+                    field = z.new_zeros(z.shape[0], sites.numel()).index_add_(1, position, contribution)
+                field = field + h[sites]
+            logits = (high - low) * field
+            if annealed:
+                logits = beta * logits + (1 - beta) * site_logits[sites]
+            up = torch.rand_like(logits) < torch.sigmoid(logits)
+            z.index_copy_(1, sites, torch.where(up, high, low).to(z.dtype))
+    return z
 
 
 def _update_site(target, values, z, lp, i):
