@@ -82,9 +82,9 @@ class AnnealedTarget(Target):
         return l0.detach(), l1.detach(), g0, g1
 
     def components_and_grads(self, z, *, compiled=False):
-        """``(log f_0, log p~, grad log f_0, grad log p~)`` at ``z``; ``compiled=True`` runs the compiled version."""
-        if self.is_discrete:
-            raise ValueError("gradients of the annealed density need continuous data")
+        """``(log f_0, log p~, grad log f_0, grad log p~)`` at ``z``; ``compiled=True`` runs the compiled version. On
+        discrete data the gradients are in the units taken as real numbers (what gradient-informed discrete kernels
+        read)."""
         if compiled:
             return self.compiled("components_and_grads", self._components_and_grads)(z)
         return self._components_and_grads(z)

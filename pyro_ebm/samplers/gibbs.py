@@ -188,15 +188,17 @@ class Gibbs(Sampler):
     :param model: optional model (for ``pyro.infer.MCMC``, and named in the repr).
     :param str scheme: ``"auto"``, ``"block"``, ``"coloured"`` or ``"generic"``.
     :param int num_chains: chains to run under ``pyro.infer.MCMC``.
+    :param bool jit_compile: compile the block-Gibbs sweep of an RBM (:class:`BlockGibbs`); the other schemes run
+        eagerly.
     """
 
     supports = "discrete"
     SCHEMES = ("auto", "block", "coloured", "generic")
 
-    def __init__(self, model=None, *, scheme="auto", num_chains=1):
+    def __init__(self, model=None, *, scheme="auto", num_chains=1, jit_compile=False):
         if scheme not in self.SCHEMES:
             raise ValueError(f"scheme must be one of {self.SCHEMES}, got {scheme!r}")
-        super().__init__(model, None, num_chains=num_chains)
+        super().__init__(model, None, num_chains=num_chains, jit_compile=jit_compile)
         self.scheme = scheme
 
     def __repr__(self):
@@ -244,16 +246,21 @@ class Gibbs(Sampler):
 
     # ---------------------------------------------------------------- kernel
 
+    @property
+    def _block(self):
+        """The block-Gibbs kernel this one runs on an RBM."""
+        return BlockGibbs(jit_compile=self.jit_compile)
+
     def check_target(self, target):
         if self.scheme_for(target) == "block":
-            return _BLOCK.check_target(target)
+            return self._block.check_target(target)
         super().check_target(target)
 
     def init_state(self, target, z):
         self.check_target(target)
         scheme = self.scheme_for(target)
         if scheme == "block":
-            return _BLOCK.init_state(target, z)
+            return self._block.init_state(target, z)
         if scheme == "coloured":
             return ColouredGibbsState(z, target)
         with torch.no_grad():
@@ -263,12 +270,12 @@ class Gibbs(Sampler):
 
     def restart(self, state, z):
         if isinstance(state, BlockGibbsState):
-            return _BLOCK.restart(state, z)
+            return self._block.restart(state, z)
         return super().restart(state, z)
 
     def step(self, state):
         if isinstance(state, BlockGibbsState):
-            return _BLOCK.step(state)
+            return self._block.step(state)
         if isinstance(state, ColouredGibbsState):
             z = _coloured_sweep(state.target, state.z)
             ones = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
@@ -285,43 +292,55 @@ class Gibbs(Sampler):
         return state._replace(z=z, log_prob=lp), self._info(ones, ones.bool(), divergent, 0.0, z.shape[1])
 
 
-_BLOCK = BlockGibbs()
-
-
 def _coloured_sweep(target, z):
     """One sweep of a pairwise model's colour classes: every unit of a class drawn at once from its local field,
     at the target's inverse temperature (and, on an annealed path, with the base's logits)."""
     module = target.model.model
     low, high = module.values
-    annealed = isinstance(target, AnnealedTarget)
-    if annealed:
+    if isinstance(target, AnnealedTarget):
         beta = target.beta.to(z.dtype)
         beta = beta.unsqueeze(-1) if beta.dim() else beta
-        site_logits = target.site_logits.to(z.dtype)
+        scale, offset = beta * (high - low), (1 - beta) * target.site_logits.to(z.dtype)
+    else:
+        scale, offset = torch.tensor(high - low, dtype=z.dtype, device=z.device), None
     with torch.no_grad():
-        z = z.clone()
-        h = module.fields
         plan = module.colour_plan()
         if plan is None:  # NB: a complete graph: one unit per class, its field by one matrix-vector product
-            j = module.coupling_matrix()
-            plan = [(sites, None, None, None, None) for sites in module.colour_classes()]
+            return _dense_sweep(z, module.coupling_matrix(), module.fields, scale, offset, module.colour_classes(),
+                                low, high)
+        z = _sparse_sweep(low, high, z, module.couplings, module.fields, scale, offset, plan)
+    return z
+
+
+def _sparse_sweep(low, high, z, j, h, scale, offset, plan):
+    """The colour classes of a sparse graph in turn, ``plan`` holding ``(sites, other, edge, position, degree)`` per
+    class (:meth:`PairwiseEnergy.colour_plan`). NB: in-place arithmetic on each class's temporaries, ~10 passes over
+    them in all: on a 32 x 32 lattice this matches a hand-written checkerboard of rolls (``benchmarks/discrete.py``),
+    where inductor's compiled version of it was slower."""
+    z = z.clone()
+    for sites, other, edge, position, degree in plan:
+        contribution = torch.index_select(z, 1, other).mul_(j[edge])
+        if degree is not None:  # NB: slot-major incidences: `degree` contiguous slabs summed
+            field = contribution.view(z.shape[0], degree, sites.shape[0]).sum(1)
         else:
-            j = module.couplings
-        for sites, other, edge, position, degree in plan:
-            if other is None:
-                field = z @ j[:, sites] + h[sites]
-            else:
-                contribution = torch.index_select(z, 1, other) * j[edge]
-                if degree is not None:  # NB: slot-major incidences: `degree` contiguous slabs summed
-                    field = contribution.view(z.shape[0], degree, sites.numel()).sum(1)
-                else:
-                    field = z.new_zeros(z.shape[0], sites.numel()).index_add_(1, position, contribution)
-                field = field + h[sites]
-            logits = (high - low) * field
-            if annealed:
-                logits = beta * logits + (1 - beta) * site_logits[sites]
-            up = torch.rand_like(logits) < torch.sigmoid(logits)
-            z.index_copy_(1, sites, torch.where(up, high, low).to(z.dtype))
+            field = z.new_zeros(z.shape[0], sites.shape[0]).index_add_(1, position, contribution)
+        logits = field.add_(h[sites]).mul_(scale)
+        if offset is not None:
+            logits.add_(offset[..., sites])
+        new = torch.bernoulli(logits.sigmoid_())
+        z.index_copy_(1, sites, new.mul_(high - low).add_(low))
+    return z
+
+
+def _dense_sweep(z, j, h, scale, offset, classes, low, high):
+    """A sequential scan of a complete graph from local fields (eager: one class per unit)."""
+    z = z.clone()
+    for sites in classes:
+        logits = scale * (z @ j[:, sites] + h[sites])
+        if offset is not None:
+            logits = logits + offset[..., sites]
+        up = torch.rand_like(logits) < torch.sigmoid(logits)
+        z.index_copy_(1, sites, torch.where(up, high, low).to(z.dtype))
     return z
 
 
