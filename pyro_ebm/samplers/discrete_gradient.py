@@ -183,8 +183,9 @@ class DMALA(Sampler):
         mode = self.adapt if mode is None else mode
         if mode == "none":
             return NoAdaptation()
-        return HMCAdaptation(self, warmup_steps=warmup_steps, mode=mode, target_accept_prob=self.target_accept_prob,
-                             adapt_mass_matrix=False, per_chain=self.per_chain)
+        return DiscreteLangevinAdaptation(self, warmup_steps=warmup_steps, mode=mode,
+                                          target_accept_prob=self.target_accept_prob, adapt_mass_matrix=False,
+                                          per_chain=self.per_chain)
 
     def proposal(self, state, step_size, num_steps=1):
         """
@@ -224,6 +225,30 @@ class DMALA(Sampler):
             grad=torch.where(keep, grad_new, state.grad),
         )
         return new, self._info(accept_prob, accepted, divergent, state.step_size, 1)
+
+
+class DiscreteLangevinAdaptation(HMCAdaptation):
+    """
+    :class:`~pyro_ebm.samplers.HMCAdaptation`'s dual averaging of the step size (no mass matrix) for :class:`DMALA`
+    and :class:`DULA`, started at the kernel's own step size and capped at :func:`max_step_size`. NB: as
+    :math:`\alpha` grows the proposal stops depending on it and the acceptance levels off, often above the
+    target: HMC's doubling search for a starting step size then never stops (it reached 2.5e29), and dual averaging
+    drifts upwards for ever. Beyond the cap the jump penalty changes a flip's logit by less than 0.05.
+    """
+
+    def reasonable_step_size(self, state):
+        return state.step_size
+
+    def _update(self, state, accept_prob):
+        state = super()._update(state, accept_prob)
+        low, high = _two_values(state.target, type(self.kernel).__name__)
+        return state._replace(step_size=state.step_size.clamp(max=max_step_size(low, high)))
+
+
+def max_step_size(low, high):
+    """The largest step size DMALA's adaptation moves to: :math:`10 (b - a)^2` for units in :math:`\\{a, b\\}`,
+    where the jump penalty :math:`(b - a)^2 / (2 \alpha)` of a flip is 0.05."""
+    return 10.0 * (high - low) ** 2
 
 
 class DULA(DMALA):

@@ -277,7 +277,7 @@ class ParallelTemperingAdaptation:
         count = proposed.sum(0).double()
         self.rejections = rejection if self.rejections is None else self.rejections + rejection
         self.proposals = count if self.proposals is None else self.proposals + count
-        if (t + 2) & (t + 1) == 0 and t >= 15 and t < 0.75 * self.warmup_steps:  # NB: t + 1 a power of 2
+        if (t + 1) & t == 0 and t >= 15 and t < 0.75 * self.warmup_steps:  # NB: t + 1 a power of 2
             rates = self.rejections / self.proposals.clamp(min=1)
             betas = _equalized_ladder(state.betas, rates)
             self.rejections, self.proposals = None, None
