@@ -265,7 +265,10 @@ def _cuda_devices(last_state):
 def _stack(infos):
     if not infos:
         return {}
-    # NB: optional stats (a NUTS tree depth) are None for other kernels; a kernel's own stats (parallel tempering's
-    # swap rates) are kept too, what is not a tensor (the replicas' info) is not
-    fields = [name for name in infos[0]._fields if torch.is_tensor(getattr(infos[0], name))]
+    # NB: optional stats (a NUTS tree depth) are None for other kernels; a kernel's own per-chain stats (parallel
+    # tempering's swap rates) are kept too, not what has no chain dimension (ChEES's trajectory gradient, the
+    # replicas' info)
+    n = infos[0].accept_prob.shape[0]
+    fields = [name for name in infos[0]._fields
+              if torch.is_tensor(value := getattr(infos[0], name)) and value.dim() and value.shape[0] == n]
     return {name: torch.stack([getattr(i, name) for i in infos], 1) for name in fields}

@@ -77,8 +77,8 @@ class AnnealedTarget(Target):
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             l0, l1 = self.components(z)
-            (g0,) = torch.autograd.grad(l0.sum(), z, retain_graph=True)
-            (g1,) = torch.autograd.grad(l1.sum(), z)
+            g0, g1 = (torch.autograd.grad(c.sum(), z, retain_graph=True)[0] if c.requires_grad else torch.zeros_like(z)
+                      for c in (l0, l1))  # NB: a flat f_0 (parallel tempering's) does not depend on z
         return l0.detach(), l1.detach(), g0, g1
 
     def components_and_grads(self, z, *, compiled=False):

@@ -69,8 +69,13 @@ def test_one_value_of_beta_per_chain():
     assert torch.allclose(target.log_prob(z), expected)
 
 
-def test_gradients_need_continuous_data():
+def test_gradients_on_discrete_data_are_in_the_units():
+    # Gradient-informed discrete kernels (GWG, DMALA) read d log p~ / dv with the units taken as reals; a flat f_0
+    # that does not depend on v has gradient zero.
     rbm = ebm.models.RBM(4, 2)
     target = AnnealedTarget(rbm, lambda v: torch.zeros(v.shape[0]))
-    with pytest.raises(ValueError, match="continuous"):
-        target.components_and_grads(torch.zeros(3, 4))
+    v = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    l0, l1, g0, g1 = target.components_and_grads(v)
+    expected = torch.func.vmap(torch.func.grad(lambda x: -rbm.free_energy(x.unsqueeze(0)).sum()))(v)
+    assert torch.equal(g0, torch.zeros_like(v)) and torch.allclose(g1, expected, atol=1e-6)
+    assert torch.allclose(l1, -rbm.free_energy(v).detach(), atol=1e-6)
