@@ -37,9 +37,17 @@ def _flip_direction(z, low, high):
     return (low + high) - 2 * z
 
 
-def _check_grad(log_prob, grad, name):
-    if not bool(torch.isfinite(log_prob).all()) or not bool(torch.isfinite(grad).all()):
-        raise ValueError(f"{name}: the log density or its gradient is not finite at the initial chains")
+def _initial_log_prob_and_grad(kernel, target, z):
+    """The log density and its gradient in the units at the initial chains, after checking the target and that
+    both are finite."""
+    name = type(kernel).__name__
+    kernel.check_target(target)
+    _two_values(target, name)
+    lp, grad = target.log_prob_and_grad(z, compiled=kernel.jit_compile)
+    kernel._check_initial_log_prob(lp)
+    if not bool(torch.isfinite(grad).all()):
+        raise ValueError(f"{name}: the gradient of the log density is not finite at the initial chains")
+    return lp, grad
 
 
 @checkpointable
@@ -81,12 +89,7 @@ class GibbsWithGradients(Sampler):
         super().__init__(model, None, num_chains=num_chains, jit_compile=jit_compile)
 
     def init_state(self, target, z):
-        self.check_target(target)
-        _two_values(target, type(self).__name__)
-        lp, grad = target.log_prob_and_grad(z, compiled=self.jit_compile)
-        self._check_initial_log_prob(lp)
-        _check_grad(lp, grad, type(self).__name__)
-        return GibbsWithGradientsState(z, lp, grad, target)
+        return GibbsWithGradientsState(z, *_initial_log_prob_and_grad(self, target, z), target)
 
     def step(self, state):
         target = state.target
@@ -171,11 +174,7 @@ class DMALA(Sampler):
         self.per_chain = per_chain
 
     def init_state(self, target, z):
-        self.check_target(target)
-        _two_values(target, type(self).__name__)
-        lp, grad = target.log_prob_and_grad(z, compiled=self.jit_compile)
-        self._check_initial_log_prob(lp)
-        _check_grad(lp, grad, type(self).__name__)
+        lp, grad = _initial_log_prob_and_grad(self, target, z)
         step_size = torch.as_tensor(self.step_size, dtype=z.dtype, device=z.device)
         return DiscreteLangevinState(z, lp, grad, step_size, target)
 
